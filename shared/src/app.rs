@@ -1,0 +1,123 @@
+//! The middleware every deployment shares, in one place.
+
+use std::time::Duration;
+
+use axum::{
+    BoxError, Router,
+    body::{Body, Bytes, HttpBody},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::{HeaderName, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowHeaders, AllowMethods, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::{DefaultOnResponse, TraceLayer},
+};
+
+use crate::{
+    error::{ApiError, PROBLEM_JSON, Problem},
+    state::AppState,
+};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps a group's routes (or all of them) with fallbacks, state and middleware.
+pub fn build(routes: Router<AppState>, state: AppState) -> Router {
+    let http = &state.settings.http;
+    let cors = (!http.cors_origins.is_empty()).then(|| {
+        CorsLayer::new()
+            .allow_origin(http.cors_origins.clone())
+            .allow_methods(AllowMethods::mirror_request())
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers([REQUEST_ID])
+            .max_age(Duration::from_secs(3600))
+    });
+    let body_limit = http.body_limit_bytes;
+    let timeout = http.request_timeout;
+
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request| {
+            let request_id = request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default();
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or(request.uri().path(), MatchedPath::as_str);
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                route,
+                request_id,
+                user_id = tracing::field::Empty,
+            )
+        })
+        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO));
+
+    routes
+        .fallback(|request: Request| async move {
+            ApiError::RouteNotFound(format!("{} {}", request.method(), request.uri().path()))
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+        // Layers wrap what is above them: a request passes through the last one first.
+        .layer(
+            ServiceBuilder::new()
+                // 1. Give every request an id (or keep the caller's), before it is logged.
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                // 2. One span per request, carrying that id.
+                .layer(trace)
+                // 3. Echo the id in the response, errors included.
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .option_layer(cors)
+                // 4. Anything below that answers without a problem body gets one.
+                .layer(axum::middleware::map_response(problem_for_bare_errors))
+                // 5. A panic becomes an opaque 500, never a dropped connection.
+                .layer(CatchPanicLayer::custom(panic_response))
+                // 6. No handler may hold a connection forever (streams are exempt once started).
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    timeout,
+                )),
+        )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a handler panicked");
+    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+/// Errors produced by middleware (a timeout) come without a body; give them
+/// the same problem+json shape as every other error.
+async fn problem_for_bare_errors<B>(response: Response<B>) -> Response
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response.map(Body::new);
+    }
+    let code = match status {
+        StatusCode::GATEWAY_TIMEOUT => "timeout",
+        _ => "error",
+    };
+    let detail = status.canonical_reason().unwrap_or("error").to_owned();
+    let (mut parts, _) = response.into_parts();
+    let problem = Problem::new(status, code, detail).into_response();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(PROBLEM_JSON),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, problem.into_body())
+}

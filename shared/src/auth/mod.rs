@@ -1,0 +1,12 @@
+//! Accounts and tokens: bcrypt passwords, short-lived access JWTs, rotated
+//! refresh tokens, and the `CurrentUser` extractor that guards routes.
+
+mod current_user;
+mod jwt;
+mod password;
+mod refresh;
+
+pub use current_user::CurrentUser;
+pub use jwt::{AccessClaims, JwtKeys};
+pub use password::Passwords;
+pub use refresh::{RefreshToken, hash_refresh_token, new_family};

@@ -1,0 +1,391 @@
+//! Typed settings read once from the environment (and `.env` in development).
+//!
+//! Every variable is parsed here and nowhere else, so a bad value stops start-up
+//! with one line naming the variable, instead of failing on the first request.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use axum::http::HeaderValue;
+use secrecy::SecretString;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, message: impl fmt::Display) -> Self {
+        Self {
+            var,
+            message: message.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub port: u16,
+    pub log_format: LogFormat,
+    /// Production refuses to start with a generated JWT key.
+    pub production: bool,
+    pub db: DbSettings,
+    pub auth: AuthSettings,
+    pub llm: LlmSettings,
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `None` outside production: a random key is generated for this process.
+    pub jwt_secret: Option<SecretString>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub bcrypt_cost: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    pub provider: ProviderKind,
+    /// The models a request or session may name; the first is the default.
+    pub models: Vec<String>,
+    pub timeout: Duration,
+    pub mock: MockSettings,
+    pub history_max_messages: u32,
+    pub history_max_tokens: u32,
+    pub stream_on_disconnect: OnDisconnect,
+}
+
+#[derive(Debug, Clone)]
+pub struct MockSettings {
+    pub token_delay: Duration,
+    pub fail: MockFailure,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub cors_origins: Vec<HeaderValue>,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn default_model(self) -> &'static str {
+        match self {
+            Self::Mock => crate::llm::MOCK_MODEL,
+        }
+    }
+}
+
+/// What the mock provider does, so that failure paths can be exercised end to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockFailure {
+    /// Always answers.
+    Never,
+    /// Fails before the first token, like an upstream 5xx.
+    Always,
+    /// Streams half of its answer, then breaks off.
+    MidStream,
+}
+
+/// What a client's disconnect does to a streaming generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisconnect {
+    Finish,
+    Cancel,
+}
+
+impl Settings {
+    /// Reads the process environment, after loading `.env` when one is present
+    /// (never on Lambda, where configuration comes from the function only).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none() {
+            // A missing .env is normal; a malformed one is worth stopping for.
+            if let Err(err) = dotenvy::dotenv()
+                && !err.not_found()
+            {
+                return Err(ConfigError::new(".env", err));
+            }
+        }
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses settings from any source of variables (the environment, a test's map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&lookup);
+        let on_lambda = vars.get("AWS_LAMBDA_FUNCTION_NAME").is_some();
+        let production = on_lambda || vars.get("APP_ENV").as_deref() == Some("production");
+
+        let jwt_secret = vars.get("JWT_SECRET");
+        if let Some(secret) = &jwt_secret
+            && secret.len() < 32
+        {
+            return Err(ConfigError::new(
+                "JWT_SECRET",
+                format!("must be at least 32 bytes, got {}", secret.len()),
+            ));
+        }
+        if jwt_secret.is_none() && production {
+            return Err(ConfigError::new(
+                "JWT_SECRET",
+                "is required in production and on Lambda (at least 32 random bytes)",
+            ));
+        }
+
+        let provider = vars.choice(
+            "LLM_PROVIDER",
+            ProviderKind::Mock,
+            &[("mock", ProviderKind::Mock)],
+        )?;
+        Ok(Self {
+            port: vars.parsed("PORT", 8000)?,
+            log_format: vars.choice(
+                "LOG_FORMAT",
+                LogFormat::Pretty,
+                &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
+            )?,
+            production,
+            db: DbSettings {
+                url: vars
+                    .get("DATABASE_URL")
+                    .unwrap_or_else(|| "sqlite://chat.db".to_owned())
+                    .into(),
+                max_connections: vars
+                    .positive("DB_MAX_CONNECTIONS", if on_lambda { 2 } else { 10 })?,
+                migrate_on_start: vars.flag("MIGRATE_ON_START", true)?,
+            },
+            auth: AuthSettings {
+                jwt_secret: jwt_secret.map(SecretString::from),
+                access_token_ttl: Duration::from_secs(vars.positive("ACCESS_TOKEN_TTL_SECS", 900)?),
+                refresh_token_ttl: Duration::from_secs(
+                    vars.positive("REFRESH_TOKEN_TTL_SECS", 2_592_000)?,
+                ),
+                bcrypt_cost: vars.bcrypt_cost()?,
+            },
+            llm: LlmSettings {
+                provider,
+                models: vars
+                    .list("LLM_MODELS")
+                    .unwrap_or_else(|| vec![provider.default_model().to_owned()]),
+                timeout: Duration::from_secs(vars.positive("LLM_TIMEOUT_SECS", 120)?),
+                mock: MockSettings {
+                    token_delay: Duration::from_millis(vars.parsed("MOCK_TOKEN_DELAY_MS", 20)?),
+                    fail: vars.choice(
+                        "MOCK_FAIL",
+                        MockFailure::Never,
+                        &[
+                            ("never", MockFailure::Never),
+                            ("always", MockFailure::Always),
+                            ("midstream", MockFailure::MidStream),
+                        ],
+                    )?,
+                },
+                history_max_messages: vars.positive("HISTORY_MAX_MESSAGES", 20)?,
+                history_max_tokens: vars.positive("HISTORY_MAX_TOKENS", 8000)?,
+                stream_on_disconnect: vars.choice(
+                    "STREAM_ON_DISCONNECT",
+                    OnDisconnect::Finish,
+                    &[
+                        ("finish", OnDisconnect::Finish),
+                        ("cancel", OnDisconnect::Cancel),
+                    ],
+                )?,
+            },
+            http: HttpSettings {
+                cors_origins: vars.cors_origins()?,
+                body_limit_bytes: vars.positive("BODY_LIMIT_BYTES", 256 * 1024)?,
+                request_timeout: Duration::from_secs(vars.positive("REQUEST_TIMEOUT_SECS", 300)?),
+            },
+        })
+    }
+}
+
+/// Typed access to a lookup function; each helper names the variable in its error.
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Vars<'_> {
+    /// A variable that is set and not blank (an empty value means "use the default").
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|value| !value.trim().is_empty())
+    }
+
+    fn parsed<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|err| ConfigError::new(name, format!("{raw:?} is not valid: {err}"))),
+        }
+    }
+
+    fn positive<T: FromStr + Default + PartialOrd>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        let value = self.parsed(name, default)?;
+        if value <= T::default() {
+            return Err(ConfigError::new(name, "must be greater than 0"));
+        }
+        Ok(value)
+    }
+
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        self.choice(
+            name,
+            default,
+            &[("true", true), ("1", true), ("false", false), ("0", false)],
+        )
+    }
+
+    fn choice<T: Copy>(
+        &self,
+        name: &'static str,
+        default: T,
+        options: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        let wanted = raw.trim().to_ascii_lowercase();
+        options
+            .iter()
+            .find(|(label, _)| *label == wanted)
+            .map(|(_, value)| *value)
+            .ok_or_else(|| {
+                let labels: Vec<&str> = options.iter().map(|(label, _)| *label).collect();
+                ConfigError::new(name, format!("{raw:?} is not one of {}", labels.join(", ")))
+            })
+    }
+
+    /// A comma-separated list; `None` when unset or empty.
+    fn list(&self, name: &str) -> Option<Vec<String>> {
+        let items: Vec<String> = self
+            .get(name)?
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!items.is_empty()).then_some(items)
+    }
+
+    fn bcrypt_cost(&self) -> Result<u32, ConfigError> {
+        let cost = self.parsed("BCRYPT_COST", 12)?;
+        if !(4..=31).contains(&cost) {
+            return Err(ConfigError::new(
+                "BCRYPT_COST",
+                format!("{cost} is outside 4..=31"),
+            ));
+        }
+        Ok(cost)
+    }
+
+    fn cors_origins(&self) -> Result<Vec<HeaderValue>, ConfigError> {
+        let Some(raw) = self.get("CORS_ORIGINS") else {
+            return Ok(Vec::new());
+        };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                    return Err(ConfigError::new(
+                        "CORS_ORIGINS",
+                        format!("{origin:?} is not an http(s) origin"),
+                    ));
+                }
+                HeaderValue::from_str(origin.trim_end_matches('/'))
+                    .map_err(|err| ConfigError::new("CORS_ORIGINS", format!("{origin:?}: {err}")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let settings = parse(&[]).expect("defaults parse");
+        assert_eq!(settings.port, 8000);
+        assert_eq!(settings.llm.provider, ProviderKind::Mock);
+        assert_eq!(settings.llm.history_max_messages, 20);
+        assert_eq!(settings.auth.bcrypt_cost, 12);
+        assert!(settings.auth.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let err = parse(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(err.var, "PORT");
+        let err = parse(&[("STREAM_ON_DISCONNECT", "maybe")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("STREAM_ON_DISCONNECT: "),
+            "{err}"
+        );
+        let err = parse(&[("BCRYPT_COST", "3")]).unwrap_err();
+        assert_eq!(err.var, "BCRYPT_COST");
+        let err = parse(&[("CORS_ORIGINS", "example.com")]).unwrap_err();
+        assert_eq!(err.var, "CORS_ORIGINS");
+    }
+
+    #[test]
+    fn production_requires_a_long_enough_jwt_secret() {
+        let err = parse(&[("APP_ENV", "production")]).unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET");
+        let err = parse(&[("AWS_LAMBDA_FUNCTION_NAME", "auth")]).unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET");
+        let err = parse(&[("JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET");
+        let ok = parse(&[("APP_ENV", "production"), ("JWT_SECRET", &"k".repeat(32))]);
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn lambda_defaults_to_a_small_pool() {
+        let settings = parse(&[
+            ("AWS_LAMBDA_FUNCTION_NAME", "chat"),
+            ("JWT_SECRET", &"k".repeat(32)),
+        ])
+        .unwrap();
+        assert_eq!(settings.db.max_connections, 2);
+    }
+}

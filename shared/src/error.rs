@@ -1,0 +1,185 @@
+//! One error type for the whole API, rendered as RFC 9457 problem+json.
+//!
+//! Handlers return `Result<T>`; every failure, from a bad token to a lost
+//! database, leaves through `IntoResponse` below, so no response is ever a bare
+//! status or a leaked internal message.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::{llm::ProviderError, store::StoreError};
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing, invalid or expired access token")]
+    Unauthorized,
+    #[error("incorrect email or password")]
+    InvalidCredentials,
+    #[error("the refresh token is invalid, expired or already used")]
+    InvalidRefreshToken,
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the request body is larger than this server accepts")]
+    PayloadTooLarge,
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    #[error("this method is not allowed on this route")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error("the database is not answering")]
+    StoreUnavailable(#[source] anyhow::Error),
+    #[error("an internal error occurred")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The problem+json body. `code` is the stable, machine-readable part.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code,
+            errors: None,
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized | Self::InvalidCredentials | Self::InvalidRefreshToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::EmailTaken => StatusCode::CONFLICT,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::SessionNotFound | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Provider(err) => err.status(),
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidRefreshToken => "invalid_refresh_token",
+            Self::EmailTaken => "email_taken",
+            Self::Validation(_) => "validation_failed",
+            Self::MalformedBody(_) => "malformed_body",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::SessionNotFound => "session_not_found",
+            Self::RouteNotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Provider(err) => err.code(),
+            Self::StoreUnavailable(_) => "store_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// A single invalid field, for validation done by hand.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn to_problem(&self) -> Problem {
+        let mut problem = Problem::new(self.status(), self.code(), self.to_string());
+        if let Self::Validation(errors) = self {
+            problem.errors = Some(errors.clone());
+        }
+        problem
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // Internal causes are logged here, once, inside the request's span;
+        // the client only ever sees the opaque message.
+        match &self {
+            Self::Internal(err) => tracing::error!(error = ?err, "request failed"),
+            Self::StoreUnavailable(err) => tracing::error!(error = ?err, "store unavailable"),
+            Self::Provider(err) => tracing::warn!(error = %err, "provider failed"),
+            _ => {}
+        }
+        let mut response = self.to_problem().into_response();
+        if matches!(self, Self::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::SessionNotFound => Self::SessionNotFound,
+            StoreError::Unavailable(err) => Self::StoreUnavailable(err),
+            StoreError::Other(err) => Self::Internal(err),
+        }
+    }
+}

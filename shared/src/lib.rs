@@ -1,0 +1,16 @@
+//! chat-core: everything the chat-api binaries share. The server and each
+//! Lambda function are a few lines around `state::AppState`, `routes` and `app`.
+
+pub mod app;
+pub mod auth;
+pub mod chat;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod llm;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;

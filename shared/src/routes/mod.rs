@@ -1,0 +1,20 @@
+//! One Router per endpoint group. The server merges them all; each Lambda
+//! function serves one, so both run exactly the same handlers.
+
+pub mod auth;
+pub mod chat;
+pub mod health;
+pub mod sessions;
+
+use axum::Router;
+
+use crate::state::AppState;
+
+/// Every route, as the all-in-one server serves them.
+pub fn all() -> Router<AppState> {
+    Router::new()
+        .merge(auth::router())
+        .merge(sessions::router())
+        .merge(chat::router())
+        .merge(health::router())
+}

@@ -1,0 +1,185 @@
+//! /sessions: a user's chat sessions and their history. Another user's session
+//! is a 404 exactly like a missing one, so ids reveal nothing.
+
+use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{
+    auth::CurrentUser,
+    domain::{SYSTEM_PROMPT_MAX_CHARS, TITLE_MAX_CHARS, bounded_text},
+    error::{ApiError, FieldError, Result},
+    extract::{AppJson, AppPath, AppQuery},
+    state::AppState,
+    store::{Message, NewSession, Session, SessionPatch},
+};
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 100;
+const DEFAULT_TITLE: &str = "New chat";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sessions", get(list).post(create))
+        .route("/sessions/{id}", get(show).patch(update).delete(remove))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSession {
+    title: Option<String>,
+    system_prompt: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateSession {
+    title: Option<String>,
+    /// Absent: unchanged; `null` or "": removed.
+    #[serde(default, deserialize_with = "present")]
+    system_prompt: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (Some(None)) from one not sent at all (None).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+#[derive(Serialize)]
+struct SessionWithMessages {
+    #[serde(flatten)]
+    session: Session,
+    messages: Vec<Message>,
+}
+
+#[tracing::instrument(skip_all, fields(user_id = user.id))]
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppQuery(page): AppQuery<Page>,
+) -> Result<Json<Vec<Session>>> {
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    let offset = page.offset.unwrap_or(0);
+    let mut errors = Vec::new();
+    if !(1..=MAX_PAGE).contains(&limit) {
+        errors.push(FieldError::new(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    if offset < 0 {
+        errors.push(FieldError::new("offset", "must not be negative"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(Json(
+        state.store.list_sessions(user.id, limit, offset).await?,
+    ))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = user.id))]
+async fn create(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppJson(body): AppJson<CreateSession>,
+) -> Result<(StatusCode, Json<Session>)> {
+    let title = match body.title {
+        Some(title) => bounded_text("title", &title, TITLE_MAX_CHARS, false),
+        None => Ok(DEFAULT_TITLE.to_owned()),
+    };
+    let system_prompt = body
+        .system_prompt
+        .map(|prompt| parse_system_prompt(&prompt))
+        .transpose();
+    let (title, system_prompt) = collect(title, system_prompt)?;
+    let session = NewSession {
+        title,
+        system_prompt: system_prompt.flatten(),
+    };
+    let session = state.store.create_session(user.id, &session).await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = user.id, session_id = id))]
+async fn show(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<i64>,
+) -> Result<Json<SessionWithMessages>> {
+    let session = state
+        .store
+        .find_session(user.id, id)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    let messages = state.store.list_messages(session.id).await?;
+    Ok(Json(SessionWithMessages { session, messages }))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = user.id, session_id = id))]
+async fn update(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<i64>,
+    AppJson(body): AppJson<UpdateSession>,
+) -> Result<Json<Session>> {
+    let title = body
+        .title
+        .map(|title| bounded_text("title", &title, TITLE_MAX_CHARS, false))
+        .transpose();
+    let system_prompt = body
+        .system_prompt
+        .map(|prompt| prompt.map_or(Ok(None), |prompt| parse_system_prompt(&prompt)))
+        .transpose();
+    let (title, system_prompt) = collect(title, system_prompt)?;
+    let patch = SessionPatch {
+        title,
+        system_prompt,
+    };
+    let session = state
+        .store
+        .update_session(user.id, id, &patch)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    Ok(Json(session))
+}
+
+#[tracing::instrument(skip_all, fields(user_id = user.id, session_id = id))]
+async fn remove(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<i64>,
+) -> Result<StatusCode> {
+    if state.store.delete_session(user.id, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::SessionNotFound)
+    }
+}
+
+/// An empty prompt means "none".
+fn parse_system_prompt(raw: &str) -> std::result::Result<Option<String>, FieldError> {
+    let prompt = bounded_text("system_prompt", raw, SYSTEM_PROMPT_MAX_CHARS, true)?;
+    Ok((!prompt.is_empty()).then_some(prompt))
+}
+
+/// Both fields' errors at once, so a client fixes everything in one round trip.
+fn collect<A, B>(
+    a: std::result::Result<A, FieldError>,
+    b: std::result::Result<B, FieldError>,
+) -> Result<(A, B)> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(ApiError::Validation(
+            [a.err(), b.err()].into_iter().flatten().collect(),
+        )),
+    }
+}

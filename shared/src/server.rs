@@ -1,0 +1,78 @@
+//! The all-routes HTTP server: Cloud Run, docker compose, a laptop, and the tests.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::{app, config::Settings, llm::tokens, routes, state::AppState};
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    /// Connects the store, migrates it and binds `PORT` (0 picks a free port).
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let state = AppState::build(settings).await?;
+        Self::with_state(settings, state).await
+    }
+
+    pub async fn with_state(settings: &Settings, state: AppState) -> anyhow::Result<Self> {
+        // Loading the tokenizer takes a moment; do it before the first request waits for it.
+        tokio::task::spawn_blocking(tokens::warm_up)
+            .await
+            .context("loading the tokenizer")?;
+        let address = SocketAddr::from(([0, 0, 0, 0], settings.port));
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address} (PORT)"))?;
+        Ok(Self {
+            listener,
+            router: app::build(routes::all(), state),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map_or(0, |address| address.port())
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,76 @@
+//! Everything a request needs, built once per process (per cold start on Lambda).
+
+use std::{ops::Deref, sync::Arc};
+
+use axum::extract::FromRef;
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use rand::Rng as _;
+use secrecy::SecretString;
+
+use crate::{
+    auth::{JwtKeys, Passwords},
+    config::Settings,
+    llm::{self, Provider},
+    store::{self, Store},
+};
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub provider: Arc<dyn Provider>,
+    pub jwt: Arc<JwtKeys>,
+    pub passwords: Passwords,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+impl AppState {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let store = store::connect(&settings.db).await?;
+        Ok(Self::from_parts(
+            settings,
+            store,
+            llm::from_settings(&settings.llm),
+        ))
+    }
+
+    pub fn from_parts(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+        provider: Arc<dyn Provider>,
+    ) -> Self {
+        let secret = settings.auth.jwt_secret.clone().unwrap_or_else(|| {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random key, so tokens stop working when this process stops"
+            );
+            generated_secret()
+        });
+        Self(Arc::new(Inner {
+            settings: settings.clone(),
+            store,
+            provider,
+            jwt: Arc::new(JwtKeys::new(&secret, settings.auth.access_token_ttl)),
+            passwords: Passwords::new(settings.auth.bcrypt_cost),
+        }))
+    }
+}
+
+fn generated_secret() -> SecretString {
+    let mut bytes = [0u8; 48];
+    rand::rng().fill_bytes(&mut bytes);
+    SecretString::from(STANDARD.encode(bytes))
+}

@@ -1,0 +1,284 @@
+//! Persistence behind one trait, so routes never know which database serves them.
+//!
+//! `connect` picks the backend from the `DATABASE_URL` scheme. Every backend
+//! passes the same conformance suite (tests/it/store.rs).
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::{fmt, sync::Arc};
+
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::DbSettings;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("email already registered")]
+    EmailTaken,
+    /// The session does not exist or belongs to someone else: callers cannot tell which.
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Other(anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => Self::Unavailable(err.into()),
+            other => Self::Other(other.into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A user with the password hash, for login only; never serialised.
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct Session {
+    pub id: i64,
+    pub title: String,
+    pub system_prompt: Option<String>,
+    pub message_count: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// How a stored assistant message ended.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Complete,
+    /// The provider broke off, or the client left and `STREAM_ON_DISCONNECT=cancel`.
+    Incomplete,
+    /// Stopped by the user.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct Message {
+    pub id: i64,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub content: String,
+    pub tokens: i64,
+    #[sqlx(try_from = "String")]
+    pub status: MessageStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub role: Role,
+    pub content: String,
+    pub tokens: i64,
+    pub status: MessageStatus,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    pub title: String,
+    pub system_prompt: Option<String>,
+}
+
+/// A partial update: `None` leaves a field as it is; `Some(None)` clears the system prompt.
+#[derive(Debug, Clone, Default)]
+pub struct SessionPatch {
+    pub title: Option<String>,
+    pub system_prompt: Option<Option<String>>,
+}
+
+/// Tokens to add to a user's monthly total, in the same transaction as the message.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    /// `YYYY-MM`, UTC.
+    pub month: String,
+    pub model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub user_id: i64,
+    /// Every token descended from one login shares a family, so reuse can revoke them all.
+    pub family: String,
+    pub token_hash: String,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The presented token was live; it is now spent and the replacement is stored.
+    Rotated { user_id: i64 },
+    /// The presented token had already been spent: its whole family is now revoked.
+    Reused,
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_user(&self, email: &str, password_hash: &str) -> StoreResult<User>;
+    async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>>;
+    async fn find_user(&self, user_id: i64) -> StoreResult<Option<User>>;
+
+    async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()>;
+    /// Spends the token whose hash is `presented_hash` and stores `replacement_hash`
+    /// in its family, atomically: of two concurrent rotations only one succeeds.
+    async fn rotate_refresh_token(
+        &self,
+        presented_hash: &str,
+        replacement_hash: &str,
+        replacement_expires_at: OffsetDateTime,
+    ) -> StoreResult<Rotation>;
+    /// Revokes the family of the token with this hash; unknown hashes are ignored.
+    async fn revoke_refresh_family(&self, token_hash: &str) -> StoreResult<()>;
+
+    /// The user's sessions, most recently active first.
+    async fn list_sessions(
+        &self,
+        user_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<Session>>;
+    async fn create_session(&self, user_id: i64, session: &NewSession) -> StoreResult<Session>;
+    async fn find_session(&self, user_id: i64, session_id: i64) -> StoreResult<Option<Session>>;
+    async fn update_session(
+        &self,
+        user_id: i64,
+        session_id: i64,
+        patch: &SessionPatch,
+    ) -> StoreResult<Option<Session>>;
+    /// Deletes the session and its messages; false when it is not the user's.
+    async fn delete_session(&self, user_id: i64, session_id: i64) -> StoreResult<bool>;
+
+    /// All messages of a session the caller has already checked belongs to the user.
+    async fn list_messages(&self, session_id: i64) -> StoreResult<Vec<Message>>;
+    /// The newest `limit` messages, returned oldest first.
+    async fn recent_messages(&self, session_id: i64, limit: i64) -> StoreResult<Vec<Message>>;
+    /// Appends a message to the user's session, bumps its `message_count` and
+    /// activity time, and adds `usage` to the monthly total, all in one transaction.
+    async fn append_message(
+        &self,
+        user_id: i64,
+        session_id: i64,
+        message: &NewMessage,
+        usage: Option<&UsageRecord>,
+    ) -> StoreResult<Message>;
+}
+
+/// Opens the store named by `DATABASE_URL` and, unless disabled, migrates it.
+pub async fn connect(settings: &DbSettings) -> anyhow::Result<Arc<dyn Store>> {
+    let url = settings.url.expose_secret();
+    let scheme = url.split(':').next().unwrap_or_default();
+    let store: Arc<dyn Store> = match scheme {
+        "sqlite" => Arc::new(SqliteStore::connect(url, settings).await?),
+        "postgres" | "postgresql" => Arc::new(PostgresStore::connect(url, settings).await?),
+        other => anyhow::bail!(
+            "DATABASE_URL: unsupported scheme {other:?}; use sqlite://FILE or postgres://..."
+        ),
+    };
+    Ok(store)
+}
+
+/// Now, at the precision every backend stores, so a value read back equals the one written.
+pub fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Incomplete => "incomplete",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = UnknownValue;
+    fn try_from(value: String) -> Result<Self, UnknownValue> {
+        match value.as_str() {
+            "user" => Ok(Self::User),
+            "assistant" => Ok(Self::Assistant),
+            _ => Err(UnknownValue(value)),
+        }
+    }
+}
+
+impl TryFrom<String> for MessageStatus {
+    type Error = UnknownValue;
+    fn try_from(value: String) -> Result<Self, UnknownValue> {
+        match value.as_str() {
+            "complete" => Ok(Self::Complete),
+            "incomplete" => Ok(Self::Incomplete),
+            "stopped" => Ok(Self::Stopped),
+            _ => Err(UnknownValue(value)),
+        }
+    }
+}
+
+/// A stored enum value this build does not know (a newer schema, a manual edit).
+#[derive(Debug)]
+pub struct UnknownValue(String);
+
+impl fmt::Display for UnknownValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown stored value {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownValue {}

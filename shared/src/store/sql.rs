@@ -1,0 +1,321 @@
+//! The SQL both relational backends share.
+//!
+//! The queries are written once in the dialect Postgres and SQLite have in common
+//! (`$n` parameters, `RETURNING`, `ON CONFLICT`), and `impl_sql_store!` expands
+//! them for each concrete pool type. A macro rather than generics: sqlx's
+//! `Database`-generic bounds would bury the SQL under trait clutter.
+
+use sqlx::error::ErrorKind;
+
+use super::{StoreError, User};
+
+#[derive(sqlx::FromRow)]
+pub(super) struct CredentialsRow {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SpentToken {
+    pub user_id: i64,
+    pub family: String,
+}
+
+pub(super) fn map_unique(err: sqlx::Error, conflict: StoreError) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => conflict,
+        _ => err.into(),
+    }
+}
+
+macro_rules! impl_sql_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_user(&self, email: &str, password_hash: &str) -> StoreResult<User> {
+                sqlx::query_as(
+                    "INSERT INTO users (email, password_hash, created_at) VALUES ($1, $2, $3) \
+                     RETURNING id, email, created_at",
+                )
+                .bind(email)
+                .bind(password_hash)
+                .bind(now())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|err| sql::map_unique(err, StoreError::EmailTaken))
+            }
+
+            async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>> {
+                let row: Option<sql::CredentialsRow> = sqlx::query_as(
+                    "SELECT id, email, created_at, password_hash FROM users WHERE email = $1",
+                )
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|row| UserCredentials {
+                    user: row.user,
+                    password_hash: row.password_hash,
+                }))
+            }
+
+            async fn find_user(&self, user_id: i64) -> StoreResult<Option<User>> {
+                Ok(sqlx::query_as("SELECT id, email, created_at FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (user_id, family, token_hash, expires_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(token.user_id)
+                .bind(&token.family)
+                .bind(&token.token_hash)
+                .bind(token.expires_at)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                presented_hash: &str,
+                replacement_hash: &str,
+                replacement_expires_at: OffsetDateTime,
+            ) -> StoreResult<Rotation> {
+                let now = now();
+                let mut tx = self.begin_write().await?;
+                // Spending is one conditional UPDATE, so of two concurrent rotations
+                // of the same token exactly one finds it live.
+                let spent: Option<sql::SpentToken> = sqlx::query_as(
+                    "UPDATE refresh_tokens SET used_at = $2 \
+                     WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
+                     RETURNING user_id, family",
+                )
+                .bind(presented_hash)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+
+                if let Some(spent) = spent {
+                    sqlx::query(
+                        "INSERT INTO refresh_tokens (user_id, family, token_hash, expires_at, created_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(spent.user_id)
+                    .bind(&spent.family)
+                    .bind(replacement_hash)
+                    .bind(replacement_expires_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    return Ok(Rotation::Rotated { user_id: spent.user_id });
+                }
+
+                let was_spent: Option<bool> = sqlx::query_scalar(
+                    "SELECT used_at IS NOT NULL FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(presented_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if was_spent != Some(true) {
+                    return Ok(Rotation::Invalid);
+                }
+                // A spent token came back: someone holds a copy. Revoke its whole family,
+                // including the token that replaced it.
+                sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $2 WHERE revoked_at IS NULL AND family = \
+                     (SELECT family FROM refresh_tokens WHERE token_hash = $1)",
+                )
+                .bind(presented_hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Rotation::Reused)
+            }
+
+            async fn revoke_refresh_family(&self, token_hash: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $2 WHERE revoked_at IS NULL AND family = \
+                     (SELECT family FROM refresh_tokens WHERE token_hash = $1)",
+                )
+                .bind(token_hash)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_sessions(
+                &self,
+                user_id: i64,
+                limit: i64,
+                offset: i64,
+            ) -> StoreResult<Vec<Session>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, title, system_prompt, message_count, created_at, updated_at \
+                     FROM sessions WHERE user_id = $1 \
+                     ORDER BY updated_at DESC, id DESC LIMIT $2 OFFSET $3",
+                )
+                .bind(user_id)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn create_session(&self, user_id: i64, session: &NewSession) -> StoreResult<Session> {
+                let now = now();
+                sqlx::query_as(
+                    "INSERT INTO sessions (user_id, title, system_prompt, message_count, created_at, updated_at) \
+                     VALUES ($1, $2, $3, 0, $4, $4) \
+                     RETURNING id, title, system_prompt, message_count, created_at, updated_at",
+                )
+                .bind(user_id)
+                .bind(&session.title)
+                .bind(&session.system_prompt)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(Into::into)
+            }
+
+            async fn find_session(&self, user_id: i64, session_id: i64) -> StoreResult<Option<Session>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, title, system_prompt, message_count, created_at, updated_at \
+                     FROM sessions WHERE id = $1 AND user_id = $2",
+                )
+                .bind(session_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn update_session(
+                &self,
+                user_id: i64,
+                session_id: i64,
+                patch: &SessionPatch,
+            ) -> StoreResult<Option<Session>> {
+                Ok(sqlx::query_as(
+                    "UPDATE sessions SET title = COALESCE($3, title), \
+                     system_prompt = CASE WHEN $4 THEN $5 ELSE system_prompt END, updated_at = $6 \
+                     WHERE id = $1 AND user_id = $2 \
+                     RETURNING id, title, system_prompt, message_count, created_at, updated_at",
+                )
+                .bind(session_id)
+                .bind(user_id)
+                .bind(&patch.title)
+                .bind(patch.system_prompt.is_some())
+                .bind(patch.system_prompt.clone().flatten())
+                .bind(now())
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn delete_session(&self, user_id: i64, session_id: i64) -> StoreResult<bool> {
+                // Messages go with it through ON DELETE CASCADE.
+                let deleted = sqlx::query("DELETE FROM sessions WHERE id = $1 AND user_id = $2")
+                    .bind(session_id)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(deleted.rows_affected() > 0)
+            }
+
+            async fn list_messages(&self, session_id: i64) -> StoreResult<Vec<Message>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, role, content, tokens, status, created_at \
+                     FROM messages WHERE session_id = $1 ORDER BY id",
+                )
+                .bind(session_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn recent_messages(&self, session_id: i64, limit: i64) -> StoreResult<Vec<Message>> {
+                let mut newest_first: Vec<Message> = sqlx::query_as(
+                    "SELECT id, role, content, tokens, status, created_at \
+                     FROM messages WHERE session_id = $1 ORDER BY id DESC LIMIT $2",
+                )
+                .bind(session_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                newest_first.reverse();
+                Ok(newest_first)
+            }
+
+            async fn append_message(
+                &self,
+                user_id: i64,
+                session_id: i64,
+                message: &NewMessage,
+                usage: Option<&UsageRecord>,
+            ) -> StoreResult<Message> {
+                let now = now();
+                let mut tx = self.begin_write().await?;
+                // Bumping the session first takes its row lock, which orders concurrent
+                // appends to one session and proves it is this user's.
+                let bumped = sqlx::query(
+                    "UPDATE sessions SET message_count = message_count + 1, updated_at = $3 \
+                     WHERE id = $1 AND user_id = $2",
+                )
+                .bind(session_id)
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if bumped.rows_affected() == 0 {
+                    return Err(StoreError::SessionNotFound);
+                }
+                let stored: Message = sqlx::query_as(
+                    "INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     RETURNING id, role, content, tokens, status, created_at",
+                )
+                .bind(session_id)
+                .bind(message.role.as_str())
+                .bind(&message.content)
+                .bind(message.tokens)
+                .bind(message.status.as_str())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                if let Some(usage) = usage {
+                    sqlx::query(
+                        "INSERT INTO usage_monthly \
+                         (user_id, month, model, prompt_tokens, completion_tokens, requests) \
+                         VALUES ($1, $2, $3, $4, $5, 1) \
+                         ON CONFLICT (user_id, month, model) DO UPDATE SET \
+                         prompt_tokens = usage_monthly.prompt_tokens + excluded.prompt_tokens, \
+                         completion_tokens = usage_monthly.completion_tokens + excluded.completion_tokens, \
+                         requests = usage_monthly.requests + 1",
+                    )
+                    .bind(user_id)
+                    .bind(&usage.month)
+                    .bind(&usage.model)
+                    .bind(usage.prompt_tokens)
+                    .bind(usage.completion_tokens)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(stored)
+            }
+        }
+    };
+}
+
+pub(super) use impl_sql_store;
