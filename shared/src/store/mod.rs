@@ -136,6 +136,16 @@ pub struct UsageRecord {
     pub completion_tokens: i64,
 }
 
+/// One user's tokens for one model in one month.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MonthlyUsage {
+    pub month: String,
+    pub model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub requests: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewRefreshToken {
     pub user_id: i64,
@@ -206,6 +216,9 @@ pub trait Store: Send + Sync + 'static {
         message: &NewMessage,
         usage: Option<&UsageRecord>,
     ) -> StoreResult<Message>;
+
+    /// The user's usage per month and model, newest month first.
+    async fn monthly_usage(&self, user_id: i64) -> StoreResult<Vec<MonthlyUsage>>;
 }
 
 /// Opens the store named by `DATABASE_URL` and, unless disabled, migrates it.

@@ -10,8 +10,8 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use super::{
-    Message, NewMessage, NewRefreshToken, NewSession, Rotation, Session, SessionPatch, StoreError,
-    StoreResult, UsageRecord, User, UserCredentials, now, sql,
+    Message, MonthlyUsage, NewMessage, NewRefreshToken, NewSession, Rotation, Session,
+    SessionPatch, StoreError, StoreResult, UsageRecord, User, UserCredentials, now, sql,
 };
 use crate::config::DbSettings;
 

@@ -314,6 +314,16 @@ macro_rules! impl_sql_store {
                 tx.commit().await?;
                 Ok(stored)
             }
+
+            async fn monthly_usage(&self, user_id: i64) -> StoreResult<Vec<MonthlyUsage>> {
+                Ok(sqlx::query_as(
+                    "SELECT month, model, prompt_tokens, completion_tokens, requests \
+                     FROM usage_monthly WHERE user_id = $1 ORDER BY month DESC, model",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
         }
     };
 }

@@ -1,0 +1,82 @@
+//! Helpers for this workspace's test suites (feature `testing`): a fresh
+//! database per test, on every backend the environment provides.
+
+use anyhow::Context as _;
+use sqlx::{Connection as _, PgConnection};
+
+/// The Postgres server tests may create databases on: `TEST_DATABASE_URL`,
+/// else a `postgres://` `DATABASE_URL`. With `CI` set, its absence is an error,
+/// so a CI run can never silently skip the Postgres half of the suite.
+pub fn postgres_admin_url() -> anyhow::Result<Option<String>> {
+    let url = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .filter(|url| url.starts_with("postgres"));
+    if url.is_none() && std::env::var_os("CI").is_some() {
+        anyhow::bail!("CI is set but TEST_DATABASE_URL is not: the Postgres tests cannot run");
+    }
+    Ok(url)
+}
+
+/// Creates an empty database with a random name and returns its URL.
+pub async fn fresh_postgres_database(admin_url: &str) -> anyhow::Result<String> {
+    let name = format!("chat_test_{}", uuid_like());
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("connecting to TEST_DATABASE_URL {admin_url}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .context("creating a test database")?;
+    admin.close().await.ok();
+    Ok(replace_database(admin_url, &name))
+}
+
+/// A new SQLite file in the system's temp directory.
+pub fn fresh_sqlite_url() -> String {
+    let path = std::env::temp_dir().join(format!("chat_test_{}.db", uuid_like()));
+    format!("sqlite://{}", path.display())
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+fn uuid_like() -> String {
+    use rand::Rng as _;
+    let mut bytes = [0u8; 12];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn swaps_only_the_database_name() {
+        assert_eq!(
+            replace_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            replace_database("postgres://u:p@h/db?sslmode=disable", "t2"),
+            "postgres://u:p@h/t2?sslmode=disable"
+        );
+        assert_eq!(
+            replace_database("postgres://h:5432", "t3"),
+            "postgres://h:5432/t3"
+        );
+    }
+}

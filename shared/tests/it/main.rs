@@ -1,0 +1,4 @@
+//! chat-core's integration tests: one binary (link time dominates on small machines).
+
+mod store;
+mod support;

@@ -1,0 +1,498 @@
+//! The store conformance suite: every backend must pass the same checks.
+
+use std::{collections::HashSet, sync::Arc};
+
+use chat_core::store::{
+    MessageStatus, NewMessage, NewRefreshToken, NewSession, Role, Rotation, SessionPatch, Store,
+    StoreError, UsageRecord,
+};
+use futures::future::join_all;
+use time::{Duration, OffsetDateTime};
+
+/// Expands each check into one test per backend.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    super::$check(crate::support::sqlite_store().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    match crate::support::postgres_store().await {
+                        Some(store) => super::$check(store).await,
+                        None => crate::support::no_postgres(),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    users_are_unique_by_email,
+    concurrent_registrations_create_one_user,
+    sessions_list_most_recent_first_with_paging,
+    sessions_are_private_to_their_owner,
+    patches_change_only_what_they_name,
+    deleting_a_session_deletes_its_messages,
+    appends_count_messages_and_add_usage,
+    concurrent_appends_lose_and_duplicate_nothing,
+    recent_messages_are_the_newest_in_order,
+    refresh_tokens_rotate_once_and_reuse_revokes_the_family,
+    expired_and_revoked_refresh_tokens_are_invalid,
+    ping_answers,
+);
+
+type Db = Arc<dyn Store>;
+
+async fn user(store: &Db, email: &str) -> i64 {
+    store
+        .create_user(email, "hash")
+        .await
+        .expect("create user")
+        .id
+}
+
+async fn session(store: &Db, user_id: i64, title: &str) -> i64 {
+    let new = NewSession {
+        title: title.into(),
+        system_prompt: None,
+    };
+    store
+        .create_session(user_id, &new)
+        .await
+        .expect("create session")
+        .id
+}
+
+fn text(role: Role, content: &str) -> NewMessage {
+    NewMessage {
+        role,
+        content: content.into(),
+        tokens: 3,
+        status: MessageStatus::Complete,
+    }
+}
+
+fn usage(model: &str, prompt: i64, completion: i64) -> UsageRecord {
+    UsageRecord {
+        month: "2026-11".into(),
+        model: model.into(),
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+    }
+}
+
+async fn users_are_unique_by_email(store: Db) {
+    let created = store.create_user("a@example.com", "hash-a").await.unwrap();
+    assert_eq!(created.email, "a@example.com");
+    let duplicate = store.create_user("a@example.com", "hash-b").await;
+    assert!(
+        matches!(duplicate, Err(StoreError::EmailTaken)),
+        "{duplicate:?}"
+    );
+
+    let found = store
+        .find_user_by_email("a@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.user, created);
+    assert_eq!(found.password_hash, "hash-a");
+    assert_eq!(store.find_user(created.id).await.unwrap(), Some(created));
+    assert!(
+        store
+            .find_user_by_email("b@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.find_user(i64::MAX).await.unwrap().is_none());
+}
+
+async fn concurrent_registrations_create_one_user(store: Db) {
+    let attempts = (0..20).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.create_user("race@example.com", "hash").await })
+    });
+    let results: Vec<_> = join_all(attempts)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let created = results.iter().filter(|result| result.is_ok()).count();
+    let taken = results
+        .iter()
+        .filter(|result| matches!(result, Err(StoreError::EmailTaken)))
+        .count();
+    assert_eq!((created, taken), (1, 19), "{results:?}");
+}
+
+async fn sessions_list_most_recent_first_with_paging(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let first = session(&store, owner, "first").await;
+    let second = session(&store, owner, "second").await;
+    let third = session(&store, owner, "third").await;
+
+    let titles = |sessions: Vec<chat_core::store::Session>| {
+        sessions.into_iter().map(|s| s.title).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        titles(store.list_sessions(owner, 50, 0).await.unwrap()),
+        ["third", "second", "first"]
+    );
+
+    // A new message makes a session the most recently active.
+    store
+        .append_message(owner, first, &text(Role::User, "hi"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        titles(store.list_sessions(owner, 50, 0).await.unwrap()),
+        ["first", "third", "second"]
+    );
+    assert_eq!(
+        titles(store.list_sessions(owner, 2, 1).await.unwrap()),
+        ["third", "second"]
+    );
+    assert!(store.list_sessions(owner, 10, 3).await.unwrap().is_empty());
+    let _ = (second, third);
+}
+
+async fn sessions_are_private_to_their_owner(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let other = user(&store, "other@example.com").await;
+    let id = session(&store, owner, "mine").await;
+
+    assert!(store.find_session(other, id).await.unwrap().is_none());
+    assert!(store.list_sessions(other, 50, 0).await.unwrap().is_empty());
+    let patch = SessionPatch {
+        title: Some("stolen".into()),
+        system_prompt: None,
+    };
+    assert!(
+        store
+            .update_session(other, id, &patch)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!store.delete_session(other, id).await.unwrap());
+    let append = store
+        .append_message(other, id, &text(Role::User, "hi"), None)
+        .await;
+    assert!(
+        matches!(append, Err(StoreError::SessionNotFound)),
+        "{append:?}"
+    );
+
+    let mine = store.find_session(owner, id).await.unwrap().unwrap();
+    assert_eq!((mine.title.as_str(), mine.message_count), ("mine", 0));
+}
+
+async fn patches_change_only_what_they_name(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let created = store
+        .create_session(
+            owner,
+            &NewSession {
+                title: "Python Help".into(),
+                system_prompt: Some("Be brief.".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.system_prompt.as_deref(), Some("Be brief."));
+
+    let renamed = store
+        .update_session(
+            owner,
+            created.id,
+            &SessionPatch {
+                title: Some("Rust Help".into()),
+                system_prompt: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.title, "Rust Help");
+    assert_eq!(renamed.system_prompt.as_deref(), Some("Be brief."));
+    assert!(renamed.updated_at >= created.updated_at);
+
+    let cleared = store
+        .update_session(
+            owner,
+            created.id,
+            &SessionPatch {
+                title: None,
+                system_prompt: Some(None),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (cleared.title.as_str(), cleared.system_prompt),
+        ("Rust Help", None)
+    );
+}
+
+async fn deleting_a_session_deletes_its_messages(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let doomed = session(&store, owner, "doomed").await;
+    let kept = session(&store, owner, "kept").await;
+    store
+        .append_message(owner, doomed, &text(Role::User, "a"), None)
+        .await
+        .unwrap();
+    store
+        .append_message(owner, kept, &text(Role::User, "b"), None)
+        .await
+        .unwrap();
+
+    assert!(store.delete_session(owner, doomed).await.unwrap());
+    assert!(store.find_session(owner, doomed).await.unwrap().is_none());
+    assert!(store.list_messages(doomed).await.unwrap().is_empty());
+    assert!(!store.delete_session(owner, doomed).await.unwrap());
+    assert_eq!(store.list_messages(kept).await.unwrap().len(), 1);
+}
+
+async fn appends_count_messages_and_add_usage(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let id = session(&store, owner, "chat").await;
+    let question = store
+        .append_message(owner, id, &text(Role::User, "What is a decorator?"), None)
+        .await
+        .unwrap();
+    let answer = store
+        .append_message(
+            owner,
+            id,
+            &NewMessage {
+                role: Role::Assistant,
+                content: "A function that wraps\nanother function.".into(),
+                tokens: 9,
+                status: MessageStatus::Incomplete,
+            },
+            Some(&usage("mock", 12, 9)),
+        )
+        .await
+        .unwrap();
+    assert!(answer.id > question.id);
+    assert_eq!(
+        (answer.role, answer.status, answer.tokens),
+        (Role::Assistant, MessageStatus::Incomplete, 9)
+    );
+
+    let stored = store.list_messages(id).await.unwrap();
+    assert_eq!(stored, vec![question, answer]);
+    assert_eq!(
+        store
+            .find_session(owner, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        2
+    );
+
+    store
+        .append_message(
+            owner,
+            id,
+            &text(Role::User, "more"),
+            Some(&usage("mock", 20, 5)),
+        )
+        .await
+        .unwrap();
+    store
+        .append_message(
+            owner,
+            id,
+            &text(Role::User, "other"),
+            Some(&usage("gpt", 1, 1)),
+        )
+        .await
+        .unwrap();
+    let months = store.monthly_usage(owner).await.unwrap();
+    let summary: Vec<_> = months
+        .iter()
+        .map(|m| {
+            (
+                m.model.as_str(),
+                m.prompt_tokens,
+                m.completion_tokens,
+                m.requests,
+            )
+        })
+        .collect();
+    assert_eq!(summary, [("gpt", 1, 1, 1), ("mock", 32, 14, 2)]);
+}
+
+async fn concurrent_appends_lose_and_duplicate_nothing(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let id = session(&store, owner, "busy").await;
+    let writers = (0..50).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .append_message(owner, id, &text(Role::User, &format!("q{n}")), None)
+                .await?;
+            store
+                .append_message(
+                    owner,
+                    id,
+                    &text(Role::Assistant, &format!("a{n}")),
+                    Some(&usage("mock", 1, 1)),
+                )
+                .await
+        })
+    });
+    for result in join_all(writers).await {
+        result.unwrap().unwrap();
+    }
+    let messages = store.list_messages(id).await.unwrap();
+    assert_eq!(messages.len(), 100);
+    let contents: HashSet<_> = messages.iter().map(|m| m.content.clone()).collect();
+    let ids: HashSet<_> = messages.iter().map(|m| m.id).collect();
+    assert_eq!((contents.len(), ids.len()), (100, 100));
+    assert_eq!(
+        store
+            .find_session(owner, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count,
+        100
+    );
+    assert_eq!(store.monthly_usage(owner).await.unwrap()[0].requests, 50);
+}
+
+async fn recent_messages_are_the_newest_in_order(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let id = session(&store, owner, "long").await;
+    for n in 0..7 {
+        store
+            .append_message(owner, id, &text(Role::User, &format!("m{n}")), None)
+            .await
+            .unwrap();
+    }
+    let recent: Vec<_> = store
+        .recent_messages(id, 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(recent, ["m4", "m5", "m6"]);
+}
+
+fn token(user_id: i64, family: &str, hash: &str, expires_in: Duration) -> NewRefreshToken {
+    NewRefreshToken {
+        user_id,
+        family: family.into(),
+        token_hash: hash.into(),
+        expires_at: OffsetDateTime::now_utc() + expires_in,
+    }
+}
+
+async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let later = OffsetDateTime::now_utc() + Duration::days(1);
+    store
+        .insert_refresh_token(&token(owner, "fam", "h1", Duration::days(1)))
+        .await
+        .unwrap();
+    store
+        .insert_refresh_token(&token(owner, "other", "x1", Duration::days(1)))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.rotate_refresh_token("h1", "h2", later).await.unwrap(),
+        Rotation::Rotated { user_id: owner }
+    );
+    // h1 is spent: presenting it again is reuse and revokes h2 as well.
+    assert_eq!(
+        store.rotate_refresh_token("h1", "h3", later).await.unwrap(),
+        Rotation::Reused
+    );
+    assert_eq!(
+        store.rotate_refresh_token("h2", "h4", later).await.unwrap(),
+        Rotation::Invalid
+    );
+    // Another login's family is untouched.
+    assert_eq!(
+        store.rotate_refresh_token("x1", "x2", later).await.unwrap(),
+        Rotation::Rotated { user_id: owner }
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("unknown", "y", later)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+
+    // Of concurrent rotations of one token, exactly one wins.
+    let racers = (0..10).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .rotate_refresh_token("x2", &format!("race{n}"), later)
+                .await
+        })
+    });
+    let outcomes: Vec<_> = join_all(racers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    let winners = outcomes
+        .iter()
+        .filter(|o| matches!(o, Rotation::Rotated { .. }))
+        .count();
+    assert_eq!(winners, 1, "{outcomes:?}");
+}
+
+async fn expired_and_revoked_refresh_tokens_are_invalid(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let later = OffsetDateTime::now_utc() + Duration::days(1);
+    store
+        .insert_refresh_token(&token(owner, "old", "expired", Duration::seconds(-5)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh_token("expired", "n1", later)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+
+    store
+        .insert_refresh_token(&token(owner, "fam", "live", Duration::days(1)))
+        .await
+        .unwrap();
+    store.revoke_refresh_family("live").await.unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh_token("live", "n2", later)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    // Revoking an unknown token is a no-op, not an error.
+    store.revoke_refresh_family("never-issued").await.unwrap();
+}
+
+async fn ping_answers(store: Db) {
+    store.ping().await.unwrap();
+}
