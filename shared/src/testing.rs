@@ -18,18 +18,46 @@ pub fn postgres_admin_url() -> anyhow::Result<Option<String>> {
     Ok(url)
 }
 
-/// Creates an empty database with a random name and returns its URL.
+const PREFIX: &str = "chat_test_";
+
+/// Creates an empty database with a random name and returns its URL. The name
+/// carries this process's id, so later runs can drop what finished runs left.
 pub async fn fresh_postgres_database(admin_url: &str) -> anyhow::Result<String> {
-    let name = format!("chat_test_{}", uuid_like());
+    let name = format!("{PREFIX}{}_{}", std::process::id(), uuid_like());
     let mut admin = PgConnection::connect(admin_url)
         .await
         .with_context(|| format!("connecting to TEST_DATABASE_URL {admin_url}"))?;
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| drop_databases_of_finished_runs(&mut admin))
+        .await;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .context("creating a test database")?;
     admin.close().await.ok();
     Ok(replace_database(admin_url, &name))
+}
+
+async fn drop_databases_of_finished_runs(admin: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'chat\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let pid = name[PREFIX.len()..].split('_').next().unwrap_or_default();
+        let running = pid.parse::<u32>().is_ok_and(|pid| {
+            pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if !running {
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut *admin)
+                .await
+                .ok();
+        }
+    }
 }
 
 /// A new SQLite file in the system's temp directory.

@@ -22,7 +22,9 @@ impl Passwords {
     pub async fn hash(&self, password: &str) -> anyhow::Result<String> {
         let password = password.to_owned();
         let cost = self.cost;
-        tokio::task::spawn_blocking(move || bcrypt::non_truncating_hash(password, cost))
+        // Passwords are at most 72 bytes (checked at the boundary), so bcrypt's
+        // truncation can drop only the terminator it appends, never a password byte.
+        tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
             .await
             .context("password hashing task failed")?
             .context("hashing a password")
@@ -30,6 +32,10 @@ impl Passwords {
 
     /// `hash` is `None` for an unknown email; the work done is the same either way.
     pub async fn verify(&self, password: &str, hash: Option<&str>) -> anyhow::Result<bool> {
+        // bcrypt would compare only the first 72 bytes; such passwords were never accepted.
+        if password.len() > crate::domain::PASSWORD_MAX_BYTES {
+            return Ok(false);
+        }
         let known = hash.is_some();
         let hash = match hash {
             Some(hash) => hash.to_owned(),
@@ -37,8 +43,7 @@ impl Passwords {
         };
         let password = password.to_owned();
         let matches = tokio::task::spawn_blocking(move || {
-            // Over-long passwords were never accepted, so they match nothing.
-            bcrypt::non_truncating_verify(password, &hash).unwrap_or(false)
+            bcrypt::verify(password, &hash).unwrap_or(false)
         })
         .await
         .context("password verification task failed")?;

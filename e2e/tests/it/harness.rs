@@ -1,0 +1,130 @@
+//! Where the scenarios run. In-process targets are the real `Application`
+//! (Router, middleware, store) on an ephemeral port, one fresh database each.
+//!
+//! Remote targets come from the environment:
+//! - `E2E_BASE_URL`: an API with the mock provider answering normally;
+//! - `E2E_FAILING_BASE_URL`: one whose mock fails (`MOCK_FAIL=always`);
+//! - `E2E_MIDSTREAM_BASE_URL`: one whose mock breaks off (`MOCK_FAIL=midstream`);
+//! - `E2E_JWT_SECRET`: the target's JWT key, for the forged-token scenarios.
+//!
+//! With `CI` set, a target a scenario needs but cannot get is a failure.
+
+use chat_core::{config::Settings, server::Application, testing};
+use e2e::Api;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mock {
+    Answers,
+    FailsAlways,
+    FailsMidStream,
+}
+
+impl Mock {
+    fn setting(self) -> &'static str {
+        match self {
+            Self::Answers => "never",
+            Self::FailsAlways => "always",
+            Self::FailsMidStream => "midstream",
+        }
+    }
+
+    fn remote_variable(self) -> &'static str {
+        match self {
+            Self::Answers => "E2E_BASE_URL",
+            Self::FailsAlways => "E2E_FAILING_BASE_URL",
+            Self::FailsMidStream => "E2E_MIDSTREAM_BASE_URL",
+        }
+    }
+}
+
+pub struct Target {
+    pub name: String,
+    pub api: Api,
+    /// The target's JWT key, when known, to forge tokens with.
+    pub jwt_secret: Option<String>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// Every target this scenario should run on.
+pub async fn targets(mock: Mock) -> Vec<Target> {
+    if env("E2E_BASE_URL").is_some() {
+        return match env(mock.remote_variable()) {
+            Some(url) => vec![Target {
+                name: url.clone(),
+                api: Api::new(url),
+                jwt_secret: env("E2E_JWT_SECRET"),
+            }],
+            None => {
+                let missing = format!(
+                    "{} is not set; this scenario did not run",
+                    mock.remote_variable()
+                );
+                assert!(!in_ci(), "{missing}");
+                eprintln!("note: {missing}");
+                Vec::new()
+            }
+        };
+    }
+    let mut targets = vec![spawn("sqlite", testing::fresh_sqlite_url(), mock).await];
+    match testing::postgres_admin_url().expect("Postgres is required when CI is set") {
+        Some(admin) => {
+            let url = testing::fresh_postgres_database(&admin)
+                .await
+                .expect("create a Postgres test database");
+            targets.push(spawn("postgres", url, mock).await);
+        }
+        None => eprintln!("note: TEST_DATABASE_URL is not set; ran on SQLite only"),
+    }
+    targets
+}
+
+async fn spawn(name: &str, database_url: String, mock: Mock) -> Target {
+    let jwt_secret = format!("e2e-secret-{}", e2e::unique_email("key"));
+    let vars = [
+        ("DATABASE_URL", database_url),
+        ("PORT", "0".to_owned()),
+        ("BCRYPT_COST", "4".to_owned()),
+        ("MOCK_TOKEN_DELAY_MS", "0".to_owned()),
+        ("MOCK_FAIL", mock.setting().to_owned()),
+        ("JWT_SECRET", jwt_secret.clone()),
+        ("DB_MAX_CONNECTIONS", "5".to_owned()),
+    ];
+    let settings = Settings::from_lookup(|key| {
+        vars.iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| value.clone())
+    })
+    .expect("test settings");
+    let app = Application::build(&settings).await.expect("build the app");
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+    Target {
+        name: name.to_owned(),
+        api: Api::new(format!("http://127.0.0.1:{port}")),
+        jwt_secret: Some(jwt_secret),
+    }
+}
+
+/// Turns `async fn check(target: &Target)` functions into tests that run each
+/// check on every target.
+#[macro_export]
+macro_rules! scenarios {
+    ($mock:expr => $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                for target in $crate::harness::targets($mock).await {
+                    eprintln!("[{}] {}", target.name, stringify!($check));
+                    super::$check(&target).await;
+                }
+            }
+        )*
+    };
+}
