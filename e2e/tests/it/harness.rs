@@ -86,20 +86,26 @@ pub async fn targets(mock: Mock) -> Vec<Target> {
 }
 
 async fn spawn(name: &str, database_url: String, mock: Mock) -> Target {
+    spawn_with(name, database_url, &[("MOCK_FAIL", mock.setting())]).await
+}
+
+/// The server in this process with test defaults, overridden by `extra`.
+pub async fn spawn_with(name: &str, database_url: String, extra: &[(&str, &str)]) -> Target {
     let jwt_secret = format!("e2e-secret-{}", e2e::unique_email("key"));
-    let vars = [
-        ("DATABASE_URL", database_url),
-        ("PORT", "0".to_owned()),
-        ("BCRYPT_COST", "4".to_owned()),
-        ("MOCK_TOKEN_DELAY_MS", "0".to_owned()),
-        ("MOCK_FAIL", mock.setting().to_owned()),
-        ("JWT_SECRET", jwt_secret.clone()),
-        ("DB_MAX_CONNECTIONS", "5".to_owned()),
+    let defaults = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("PORT", "0"),
+        ("BCRYPT_COST", "4"),
+        ("MOCK_TOKEN_DELAY_MS", "0"),
+        ("JWT_SECRET", jwt_secret.as_str()),
+        ("DB_MAX_CONNECTIONS", "5"),
     ];
     let settings = Settings::from_lookup(|key| {
-        vars.iter()
+        extra
+            .iter()
+            .chain(defaults.iter())
             .find(|(name, _)| *name == key)
-            .map(|(_, value)| value.clone())
+            .map(|(_, value)| (*value).to_owned())
     })
     .expect("test settings");
     let app = Application::build(&settings).await.expect("build the app");

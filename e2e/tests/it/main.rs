@@ -8,5 +8,6 @@ mod auth;
 mod chat;
 mod failures;
 mod http;
+mod in_process;
 mod sessions;
 mod streaming;

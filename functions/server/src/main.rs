@@ -1,19 +1,31 @@
 //! Every route in one HTTP server: Cloud Run, docker compose, a laptop.
 
+use std::process::ExitCode;
+
 use chat_core::{config::Settings, server::Application, telemetry};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    // A bad configuration is one line naming the variable, not a backtrace.
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("configuration error: {err}");
-            std::process::exit(2);
+            return ExitCode::from(2);
         }
     };
     telemetry::init(settings.log_format);
-    let app = Application::build(&settings).await?;
+    let app = match Application::build(&settings).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::error!("cannot start: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing::info!(port = app.port(), "chat-api listening");
-    app.run_until_stopped().await?;
-    Ok(())
+    if let Err(err) = app.run_until_stopped().await {
+        tracing::error!("server failed: {err}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }

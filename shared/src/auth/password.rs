@@ -42,11 +42,10 @@ impl Passwords {
             None => self.dummy_hash().await?.to_owned(),
         };
         let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || {
-            bcrypt::verify(password, &hash).unwrap_or(false)
-        })
-        .await
-        .context("password verification task failed")?;
+        let matches =
+            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                .await
+                .context("password verification task failed")?;
         Ok(known && matches)
     }
 

@@ -42,9 +42,19 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_) => Self::Unavailable(err.into()),
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|code| is_outage(&code)) => {
+                Self::Unavailable(err.into())
+            }
             other => Self::Other(other.into()),
         }
     }
+}
+
+/// Postgres SQLSTATEs that mean "the database is not there right now", not "the
+/// query is wrong": connection exceptions (08), shutdowns and restarts (57P),
+/// a database that does not exist (3D000).
+fn is_outage(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P") || code == "3D000"
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]

@@ -1,0 +1,135 @@
+//! Checks that need to configure the server or break its database, so they
+//! always run against a server spawned in this process.
+
+use chat_core::testing;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::spawn_with;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_when_the_database_is_gone() {
+    let Some(admin) = testing::postgres_admin_url().expect("Postgres is required when CI is set")
+    else {
+        eprintln!("note: TEST_DATABASE_URL is not set; this check did not run");
+        return;
+    };
+    let url = testing::fresh_postgres_database(&admin).await.unwrap();
+    let target = spawn_with("postgres", url.clone(), &[]).await;
+    let api = &target.api;
+    api.get("/health", None).await.expect(200);
+    let account = api.account().await;
+
+    // Take the database away under the running server.
+    let name = url.rsplit('/').next().unwrap();
+    let mut admin_conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin_conn)
+    .await
+    .unwrap();
+
+    let health = api
+        .get("/health", None)
+        .await
+        .expect_problem(503, "store_unavailable");
+    assert_eq!(health.body["checks"]["store"], "unavailable");
+    // Requests that need the store fail cleanly too: a problem, never a hang or a bare 500.
+    let reply = api.get("/sessions", Some(&account.access_token)).await;
+    assert!(reply.status.is_server_error(), "{}", reply.body);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json")
+    );
+    let detail = reply.body["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        !detail.contains("database \"") && !detail.contains("sqlx"),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_only_the_configured_origins() {
+    let target = spawn_with(
+        "sqlite",
+        testing::fresh_sqlite_url(),
+        &[(
+            "CORS_ORIGINS",
+            "https://app.example.com, http://localhost:3000",
+        )],
+    )
+    .await;
+    let api = &target.api;
+    let preflight = |origin: &'static str| {
+        api.request(Method::OPTIONS, "/chat", None)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+    };
+    let allowed = api.send(preflight("https://app.example.com")).await;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let allowed_headers = allowed
+        .header("access-control-allow-headers")
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+
+    let refused = api.send(preflight("https://evil.example.com")).await;
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+
+    let simple = api
+        .send(
+            api.request(Method::GET, "/health", None)
+                .header("origin", "http://localhost:3000"),
+        )
+        .await;
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        Some("http://localhost:3000")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_window_is_bounded_by_message_count() {
+    let target = spawn_with(
+        "sqlite",
+        testing::fresh_sqlite_url(),
+        &[("HISTORY_MAX_MESSAGES", "4")],
+    )
+    .await;
+    let api = &target.api;
+    let account = api.account().await;
+    let first = api
+        .chat(&account, &json!({ "message": "one" }))
+        .await
+        .expect(200)
+        .body;
+    let id = first["session_id"].clone();
+    for (message, context) in [("two", 3), ("three", 4), ("four", 4)] {
+        let reply = api
+            .chat(&account, &json!({ "session_id": id, "message": message }))
+            .await
+            .expect(200)
+            .body;
+        let content = reply["message"]["content"].as_str().unwrap();
+        assert!(
+            content.contains(&format!("with {context} messages of context")),
+            "{content}"
+        );
+    }
+}
