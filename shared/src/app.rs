@@ -7,8 +7,10 @@ use axum::{
     body::{Body, Bytes, HttpBody},
     extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderName, StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
+use futures::StreamExt as _;
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -66,6 +68,9 @@ pub fn build(routes: Router<AppState>, state: AppState) -> Router {
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| buffer_body(body_limit, request, next),
+        ))
         .with_state(state)
         // Layers wrap what is above them: a request passes through the last one first.
         .layer(
@@ -87,6 +92,39 @@ pub fn build(routes: Router<AppState>, state: AppState) -> Router {
                     timeout,
                 )),
         )
+}
+
+/// How much of an over-limit body is read and discarded before answering 413.
+const DRAIN_FACTOR: usize = 8;
+
+/// Reads the whole body before the handler runs, refusing it past `limit`.
+///
+/// An over-limit body is drained (up to `DRAIN_FACTOR` times the limit) before
+/// the 413 goes out: closing a socket with unread data makes the kernel send a
+/// reset, and the client would then lose the 413 and see a broken connection.
+async fn buffer_body(limit: usize, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut chunks = body.into_data_stream();
+    let mut buffered = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let Ok(chunk) = chunk else {
+            return ApiError::MalformedBody("the request body could not be read".into())
+                .into_response();
+        };
+        seen += chunk.len();
+        if seen > limit.saturating_mul(DRAIN_FACTOR) {
+            break;
+        }
+        if seen <= limit {
+            buffered.extend_from_slice(&chunk);
+        }
+    }
+    if seen > limit {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(buffered)))
+        .await
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {

@@ -183,6 +183,7 @@ pub trait Store: Send + Sync + 'static {
     async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>>;
     async fn find_user(&self, user_id: i64) -> StoreResult<Option<User>>;
 
+    /// Stores the first token of a new family (a login).
     async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()>;
     /// Spends the token whose hash is `presented_hash` and stores `replacement_hash`
     /// in its family, atomically: of two concurrent rotations only one succeeds.

@@ -29,6 +29,11 @@ pub(super) fn map_unique(err: sqlx::Error, conflict: StoreError) -> StoreError {
     }
 }
 
+/// Revokes the family of the token whose hash is $1: one row, so concurrent
+/// revocations cannot deadlock on each other's token rows.
+pub(super) const REVOKE_FAMILY: &str = "UPDATE refresh_families SET revoked_at = $2 \
+     WHERE revoked_at IS NULL AND id = (SELECT family FROM refresh_tokens WHERE token_hash = $1)";
+
 macro_rules! impl_sql_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -72,6 +77,16 @@ macro_rules! impl_sql_store {
             }
 
             async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()> {
+                let now = now();
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO refresh_families (id, user_id, created_at) VALUES ($1, $2, $3)",
+                )
+                .bind(&token.family)
+                .bind(token.user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query(
                     "INSERT INTO refresh_tokens (user_id, family, token_hash, expires_at, created_at) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -80,9 +95,10 @@ macro_rules! impl_sql_store {
                 .bind(&token.family)
                 .bind(&token.token_hash)
                 .bind(token.expires_at)
-                .bind(now())
-                .execute(&self.pool)
+                .bind(now)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -98,7 +114,8 @@ macro_rules! impl_sql_store {
                 // of the same token exactly one finds it live.
                 let spent: Option<sql::SpentToken> = sqlx::query_as(
                     "UPDATE refresh_tokens SET used_at = $2 \
-                     WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
+                     WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                     AND family IN (SELECT id FROM refresh_families WHERE revoked_at IS NULL) \
                      RETURNING user_id, family",
                 )
                 .bind(presented_hash)
@@ -133,23 +150,17 @@ macro_rules! impl_sql_store {
                 }
                 // A spent token came back: someone holds a copy. Revoke its whole family,
                 // including the token that replaced it.
-                sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = $2 WHERE revoked_at IS NULL AND family = \
-                     (SELECT family FROM refresh_tokens WHERE token_hash = $1)",
-                )
-                .bind(presented_hash)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(sql::REVOKE_FAMILY)
+                    .bind(presented_hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(Rotation::Reused)
             }
 
             async fn revoke_refresh_family(&self, token_hash: &str) -> StoreResult<()> {
-                sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = $2 WHERE revoked_at IS NULL AND family = \
-                     (SELECT family FROM refresh_tokens WHERE token_hash = $1)",
-                )
+                sqlx::query(sql::REVOKE_FAMILY)
                 .bind(token_hash)
                 .bind(now())
                 .execute(&self.pool)

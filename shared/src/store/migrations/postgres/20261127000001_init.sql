@@ -1,52 +1,60 @@
 CREATE TABLE users (
-    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id                BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     -- stored lower-cased, so uniqueness is case-insensitive
-    email         TEXT        NOT NULL UNIQUE,
-    password_hash TEXT        NOT NULL,
-    created_at    TIMESTAMPTZ NOT NULL
+    email             TEXT        NOT NULL UNIQUE,
+    password_hash     TEXT        NOT NULL,
+    created_at        TIMESTAMPTZ NOT NULL
 );
+
+-- One row per login. Refresh tokens rotate within their family; presenting a
+-- spent token revokes the family, which is a single-row update.
+CREATE TABLE refresh_families (
+    id                TEXT        PRIMARY KEY,
+    user_id           BIGINT      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at        TIMESTAMPTZ NOT NULL,
+    revoked_at        TIMESTAMPTZ
+);
+CREATE INDEX refresh_families_user ON refresh_families (user_id);
 
 CREATE TABLE refresh_tokens (
-    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    user_id    BIGINT      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    family     TEXT        NOT NULL,
-    token_hash TEXT        NOT NULL UNIQUE,
-    expires_at TIMESTAMPTZ NOT NULL,
-    used_at    TIMESTAMPTZ,
-    revoked_at TIMESTAMPTZ,
-    created_at TIMESTAMPTZ NOT NULL
+    id                BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id           BIGINT      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    family            TEXT        NOT NULL REFERENCES refresh_families (id) ON DELETE CASCADE,
+    token_hash        TEXT        NOT NULL UNIQUE,
+    expires_at        TIMESTAMPTZ NOT NULL,
+    used_at           TIMESTAMPTZ,
+    created_at        TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
-CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);
 
 CREATE TABLE sessions (
-    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    user_id       BIGINT      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    title         TEXT        NOT NULL,
-    system_prompt TEXT,
-    message_count BIGINT      NOT NULL DEFAULT 0,
-    created_at    TIMESTAMPTZ NOT NULL,
-    updated_at    TIMESTAMPTZ NOT NULL
+    id                BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id           BIGINT      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    title             TEXT        NOT NULL,
+    system_prompt     TEXT,
+    message_count     BIGINT      NOT NULL DEFAULT 0,
+    created_at        TIMESTAMPTZ NOT NULL,
+    updated_at        TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX sessions_by_activity ON sessions (user_id, updated_at DESC, id DESC);
 
 CREATE TABLE messages (
-    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    session_id BIGINT      NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-    role       TEXT        NOT NULL CHECK (role IN ('user', 'assistant')),
-    content    TEXT        NOT NULL,
-    tokens     BIGINT      NOT NULL,
-    status     TEXT        NOT NULL CHECK (status IN ('complete', 'incomplete', 'stopped')),
-    created_at TIMESTAMPTZ NOT NULL
+    id                BIGINT      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    session_id        BIGINT      NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    role              TEXT        NOT NULL CHECK (role IN ('user', 'assistant')),
+    content           TEXT        NOT NULL,
+    tokens            BIGINT      NOT NULL,
+    status            TEXT        NOT NULL CHECK (status IN ('complete', 'incomplete', 'stopped')),
+    created_at        TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX messages_in_order ON messages (session_id, id);
 
 CREATE TABLE usage_monthly (
-    user_id           BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    month             TEXT   NOT NULL,
-    model             TEXT   NOT NULL,
-    prompt_tokens     BIGINT NOT NULL,
-    completion_tokens BIGINT NOT NULL,
-    requests          BIGINT NOT NULL,
+    user_id           BIGINT      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    month             TEXT        NOT NULL,
+    model             TEXT        NOT NULL,
+    prompt_tokens     BIGINT      NOT NULL,
+    completion_tokens BIGINT      NOT NULL,
+    requests          BIGINT      NOT NULL,
     PRIMARY KEY (user_id, month, model)
 );
