@@ -133,3 +133,75 @@ async fn the_history_window_is_bounded_by_message_count() {
         );
     }
 }
+
+/// Opens a stream, reads `start` and three deltas, hangs up, and returns the
+/// assistant message the server eventually stores.
+async fn answer_stored_after_hanging_up(policy: &str) -> serde_json::Value {
+    use eventsource_stream::Eventsource as _;
+    use futures::StreamExt as _;
+
+    let extra = [
+        ("STREAM_ON_DISCONNECT", policy),
+        ("MOCK_TOKEN_DELAY_MS", "40"),
+    ];
+    let target = spawn_with("sqlite", testing::fresh_sqlite_url(), &extra).await;
+    let api = &target.api;
+    let account = api.account().await;
+    let response = api
+        .request(Method::POST, "/chat/stream", Some(&account.access_token))
+        .json(&json!({ "message": "Tell me about generators" }))
+        .send()
+        .await
+        .unwrap();
+    let mut events = response.bytes_stream().eventsource();
+    let start = events.next().await.unwrap().unwrap();
+    assert_eq!(start.event, "start");
+    let session_id = serde_json::from_str::<serde_json::Value>(&start.data).unwrap()["session_id"]
+        .as_i64()
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(events.next().await.unwrap().unwrap().event, "delta");
+    }
+    drop(events);
+
+    // The generation goes on (or stops) without a client; wait for what it stores.
+    for _ in 0..200 {
+        let session = api.session(&account, session_id).await;
+        if session["message_count"] == 2 {
+            return session["messages"][1].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no answer was stored after the client hung up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_still_gets_its_answer_stored_by_default() {
+    let stored = answer_stored_after_hanging_up("finish").await;
+    assert_eq!(stored["status"], "complete");
+    let words = stored["content"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .count();
+    assert!(words >= 20, "the whole answer is stored: {stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cancel_a_hang_up_stops_the_generation_and_stores_the_part_generated() {
+    let stored = answer_stored_after_hanging_up("cancel").await;
+    assert_eq!(stored["status"], "incomplete");
+    let words = stored["content"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .count();
+    assert!(
+        (3..20).contains(&words),
+        "only the part generated before the hang-up: {stored}"
+    );
+    assert!(
+        stored["tokens"].as_i64().unwrap() > 0,
+        "usage is counted either way"
+    );
+}
