@@ -77,6 +77,10 @@ pub fn bounded_text(
     allow_empty: bool,
 ) -> Result<String, FieldError> {
     let text = raw.trim();
+    // Postgres text cannot hold NUL; no store should get what another refuses.
+    if text.contains('\0') {
+        return Err(FieldError::new(field, "must not contain NUL characters"));
+    }
     if text.is_empty() && !allow_empty {
         return Err(FieldError::new(field, "must not be empty"));
     }

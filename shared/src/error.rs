@@ -56,8 +56,12 @@ pub enum ApiError {
     RouteNotFound(String),
     #[error("this method is not allowed on this route")]
     MethodNotAllowed,
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
+    #[error("{source}")]
+    Provider {
+        source: ProviderError,
+        /// The session holding the question that failed, when the client may not know it.
+        session_id: Option<i64>,
+    },
     #[error("the database is not answering")]
     StoreUnavailable(#[source] anyhow::Error),
     #[error("an internal error occurred")]
@@ -75,6 +79,8 @@ pub struct Problem {
     pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<i64>,
 }
 
 impl Problem {
@@ -86,6 +92,7 @@ impl Problem {
             detail: detail.into(),
             code,
             errors: None,
+            session_id: None,
         }
     }
 }
@@ -114,7 +121,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SessionNotFound | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Provider(err) => err.status(),
+            Self::Provider { source, .. } => source.status(),
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -133,7 +140,7 @@ impl ApiError {
             Self::SessionNotFound => "session_not_found",
             Self::RouteNotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::Provider(err) => err.code(),
+            Self::Provider { source, .. } => source.code(),
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -146,8 +153,10 @@ impl ApiError {
 
     pub fn to_problem(&self) -> Problem {
         let mut problem = Problem::new(self.status(), self.code(), self.to_string());
-        if let Self::Validation(errors) = self {
-            problem.errors = Some(errors.clone());
+        match self {
+            Self::Validation(errors) => problem.errors = Some(errors.clone()),
+            Self::Provider { session_id, .. } => problem.session_id = *session_id,
+            _ => {}
         }
         problem
     }
@@ -160,7 +169,7 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Internal(err) => tracing::error!(error = ?err, "request failed"),
             Self::StoreUnavailable(err) => tracing::error!(error = ?err, "store unavailable"),
-            Self::Provider(err) => tracing::warn!(error = %err, "provider failed"),
+            Self::Provider { source, .. } => tracing::warn!(error = %source, "provider failed"),
             _ => {}
         }
         let mut response = self.to_problem().into_response();
@@ -169,7 +178,25 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // Tell the client when the provider says it may try again.
+        if let Self::Provider { source, .. } = &self
+            && let Some(wait) = source.retry_after()
+        {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
         response
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(source: ProviderError) -> Self {
+        Self::Provider {
+            source,
+            session_id: None,
+        }
     }
 }
 

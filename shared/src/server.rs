@@ -11,6 +11,7 @@ use crate::{app, config::Settings, llm::tokens, routes, state::AppState};
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    state: AppState,
 }
 
 impl Application {
@@ -31,7 +32,8 @@ impl Application {
             .with_context(|| format!("binding {address} (PORT)"))?;
         Ok(Self {
             listener,
-            router: app::build(routes::all(), state),
+            router: app::build(routes::all(), state.clone()),
+            state,
         })
     }
 
@@ -41,11 +43,29 @@ impl Application {
             .map_or(0, |address| address.port())
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
+    /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish and
+    /// generations whose clients have left store their answers (bounded by
+    /// `LLM_TIMEOUT_SECS`, which bounds each of them anyway).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        let generations = &self.state.generations;
+        generations.close();
+        if !generations.is_empty() {
+            tracing::info!(
+                running = generations.len(),
+                "waiting for generations to finish"
+            );
+        }
+        let budget = self.state.settings.llm.timeout + std::time::Duration::from_secs(5);
+        if tokio::time::timeout(budget, generations.wait())
             .await
+            .is_err()
+        {
+            tracing::warn!("stopped with generations still running");
+        }
+        Ok(())
     }
 }
 

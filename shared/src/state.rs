@@ -6,6 +6,7 @@ use axum::extract::FromRef;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use rand::Rng as _;
 use secrecy::SecretString;
+use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{JwtKeys, Passwords},
@@ -23,6 +24,8 @@ pub struct Inner {
     pub provider: Arc<dyn Provider>,
     pub jwt: Arc<JwtKeys>,
     pub passwords: Passwords,
+    /// Streaming generations still running, so shutdown can wait for them.
+    pub generations: TaskTracker,
 }
 
 impl Deref for AppState {
@@ -44,7 +47,7 @@ impl AppState {
         Ok(Self::from_parts(
             settings,
             store,
-            llm::from_settings(&settings.llm),
+            llm::from_settings(&settings.llm)?,
         ))
     }
 
@@ -65,6 +68,7 @@ impl AppState {
             provider,
             jwt: Arc::new(JwtKeys::new(&secret, settings.auth.access_token_ttl)),
             passwords: Passwords::new(settings.auth.bcrypt_cost),
+            generations: TaskTracker::new(),
         }))
     }
 }

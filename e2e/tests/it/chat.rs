@@ -178,6 +178,7 @@ async fn invalid_chat_requests_are_422_and_store_nothing(target: &Target) {
         json!({ "session_id": "one", "message": "hi" }),
         json!({ "session_id": id, "message": "hi", "model": "gpt-5-ultra" }),
         json!({ "session_id": id, "message": "hi", "temperature": 2 }),
+        json!({ "session_id": id, "message": "nul \u{0} inside" }),
     ];
     for body in &invalid {
         api.chat(&account, body)
@@ -230,16 +231,18 @@ async fn concurrent_chats_into_one_session_lose_nothing(target: &Target) {
     let chats = (0..50).map(|n| {
         let (api, account) = (api.clone(), account.clone());
         tokio::spawn(async move {
-            api.chat(
-                &account,
-                &json!({ "session_id": id, "message": format!("question {n}") }),
-            )
-            .await
-            .status
+            let body = json!({ "session_id": id, "message": format!("question {n}") });
+            (n, api.chat(&account, &body).await.expect(200).body)
         })
     });
-    for status in join_all(chats).await {
-        assert_eq!(status.unwrap(), 200);
+    for reply in join_all(chats).await {
+        // Each answer is to its own question, whatever was stored meanwhile.
+        let (n, reply) = reply.unwrap();
+        let answer = reply["message"]["content"].as_str().unwrap();
+        assert!(
+            answer.contains(&format!("answering \"question {n}\"")),
+            "{answer}"
+        );
     }
     let stored = api.session(&account, id).await;
     let messages = stored["messages"].as_array().unwrap();

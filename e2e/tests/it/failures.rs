@@ -36,10 +36,22 @@ async fn a_provider_failure_is_a_502_and_keeps_the_question(target: &Target) {
         "{detail}"
     );
 
+    assert_eq!(reply.body["session_id"], id);
     let stored = api.session(&account, id).await;
     assert_eq!(stored["message_count"], 1);
     assert_eq!(stored["messages"][0]["role"], "user");
     assert_eq!(stored["messages"][0]["content"], "Will this survive?");
+
+    // Without a session id, the problem names the session that now holds the question.
+    let reply = api
+        .chat(&account, &json!({ "message": "And this one?" }))
+        .await
+        .expect_problem(502, "provider_unavailable");
+    let new_id = reply.body["session_id"]
+        .as_i64()
+        .expect("the problem names the session");
+    let stored = api.session(&account, new_id).await;
+    assert_eq!(stored["messages"][0]["content"], "And this one?");
 }
 
 async fn a_stream_whose_provider_fails_ends_with_an_error_event(target: &Target) {

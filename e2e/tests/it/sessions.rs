@@ -163,6 +163,8 @@ async fn invalid_session_input_is_422_and_changes_nothing(target: &Target) {
         json!({ "title": 7 }),
         json!({ "system_prompt": "x".repeat(8001) }),
         json!({ "titel": "typo" }),
+        json!({ "title": "nul \u{0}" }),
+        json!({ "model": "gpt-5-ultra" }),
     ];
     for body in &invalid {
         api.post("/sessions", token, body)

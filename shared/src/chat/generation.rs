@@ -3,11 +3,13 @@
 //! `finish` keeps reading the provider and stores the whole answer; `cancel`
 //! drops the upstream stream and stores what arrived, marked incomplete.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use tokio::{sync::mpsc, time::Instant};
 use tracing::Instrument;
 
-use super::{Exchange, finish};
+use super::{Answer, Exchange, finish};
 use crate::{
     config::OnDisconnect,
     error::{ApiError, Problem},
@@ -30,11 +32,18 @@ pub enum GenerationEvent {
 
 /// Starts the provider call for an exchange whose user message is stored;
 /// its events arrive on the returned receiver until `Done` or `Error`.
+/// Generations are tracked by the state, so a graceful shutdown waits for the
+/// ones whose clients have left to store their answers.
 pub fn spawn_generation(state: AppState, exchange: Exchange) -> mpsc::Receiver<GenerationEvent> {
     let (events, receiver) = mpsc::channel(64);
-    tokio::spawn(run(state, exchange, events).instrument(tracing::Span::current()));
+    let tracker = state.generations.clone();
+    tracker.spawn(run(state, exchange, events).instrument(tracing::Span::current()));
     receiver
 }
+
+/// A client that keeps its connection open but stops reading is treated as
+/// gone once its buffer has been full this long, so it cannot hold a generation.
+const STALLED_CLIENT: Duration = Duration::from_secs(30);
 
 /// The sending half, or `None` once the client has gone away.
 struct Client(Option<mpsc::Sender<GenerationEvent>>);
@@ -45,12 +54,19 @@ impl Client {
         let Some(events) = &self.0 else {
             return false;
         };
-        if events.send(event).await.is_err() {
-            tracing::info!("client disconnected mid-stream");
-            self.0 = None;
-            return false;
+        match tokio::time::timeout(STALLED_CLIENT, events.send(event)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
+                tracing::info!("client disconnected mid-stream");
+                self.0 = None;
+                false
+            }
+            Err(_) => {
+                tracing::warn!("client stopped reading its stream; treating it as gone");
+                self.0 = None;
+                false
+            }
         }
-        true
     }
 }
 
@@ -62,8 +78,8 @@ async fn run(state: AppState, exchange: Exchange, events: mpsc::Sender<Generatio
     let stream = tokio::time::timeout_at(deadline, state.provider.stream(&exchange.request))
         .await
         .unwrap_or(Err(ProviderError::Timeout));
-    let mut stream = match stream {
-        Ok(stream) => stream,
+    let (model, mut stream) = match stream {
+        Ok(stream) => (stream.model, stream.chunks),
         Err(err) => {
             // Nothing was generated, so nothing is stored; the user message stays.
             client.deliver(GenerationEvent::Error(problem(err))).await;
@@ -105,7 +121,13 @@ async fn run(state: AppState, exchange: Exchange, events: mpsc::Sender<Generatio
         client.deliver(GenerationEvent::Error(problem(err))).await;
         return;
     }
-    let event = match finish(&state, &exchange, content, usage, status).await {
+    let answer = Answer {
+        content,
+        usage,
+        model,
+        status,
+    };
+    let event = match finish(&state, &exchange, answer).await {
         Ok((message, usage)) => match failure {
             None => GenerationEvent::Done { message, usage },
             Some(err) => GenerationEvent::Error(problem(err)),
@@ -120,5 +142,5 @@ async fn run(state: AppState, exchange: Exchange, events: mpsc::Sender<Generatio
 
 fn problem(err: ProviderError) -> Problem {
     tracing::warn!(error = %err, "provider failed during a stream");
-    ApiError::Provider(err).to_problem()
+    ApiError::from(err).to_problem()
 }

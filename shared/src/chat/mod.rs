@@ -4,12 +4,12 @@
 mod context;
 mod generation;
 
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
 
 use crate::{
     domain::{MESSAGE_MAX_CHARS, bounded_text, title_from_message},
     error::{ApiError, FieldError, Result},
-    llm::{ChatRequest, Usage, tokens},
+    llm::{ChatRequest, ProviderError, Usage, tokens},
     state::AppState,
     store::{Message, MessageStatus, NewMessage, NewSession, Role, UsageRecord},
 };
@@ -21,7 +21,8 @@ pub use generation::{GenerationEvent, spawn_generation};
 pub struct ChatInput {
     pub session_id: Option<i64>,
     pub message: String,
-    pub model: String,
+    /// `None`: the session's model, else the provider's default.
+    pub model: Option<String>,
 }
 
 impl ChatInput {
@@ -31,41 +32,34 @@ impl ChatInput {
         message: &str,
         model: Option<&str>,
     ) -> Result<Self> {
-        let mut errors = Vec::new();
-        let message = bounded_text("message", message, MESSAGE_MAX_CHARS, false)
-            .map_err(|err| errors.push(err))
-            .unwrap_or_default();
-        let model = match model {
-            None => state.provider.default_model().to_owned(),
-            Some(model)
-                if state
-                    .settings
-                    .llm
-                    .models
-                    .iter()
-                    .any(|allowed| allowed == model) =>
-            {
-                model.to_owned()
-            }
-            Some(model) => {
-                errors.push(FieldError::new(
-                    "model",
-                    format!(
-                        "{model:?} is not an allowed model; allowed: {}",
-                        state.settings.llm.models.join(", ")
-                    ),
-                ));
-                String::new()
-            }
-        };
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
+        let message = bounded_text("message", message, MESSAGE_MAX_CHARS, false);
+        let model = model.map(|model| allowed_model(state, model)).transpose();
+        match (message, model) {
+            (Ok(message), Ok(model)) => Ok(Self {
+                session_id,
+                message,
+                model,
+            }),
+            (message, model) => Err(ApiError::Validation(
+                [message.err(), model.err()].into_iter().flatten().collect(),
+            )),
         }
-        Ok(Self {
-            session_id,
-            message,
-            model,
-        })
+    }
+}
+
+/// A model from `LLM_MODELS`: users cannot pick arbitrarily expensive ones.
+pub fn allowed_model(state: &AppState, model: &str) -> Result<String, FieldError> {
+    let allowed = &state.settings.llm.models;
+    if allowed.iter().any(|name| name == model) {
+        Ok(model.to_owned())
+    } else {
+        Err(FieldError::new(
+            "model",
+            format!(
+                "{model:?} is not an allowed model; allowed: {}",
+                allowed.join(", ")
+            ),
+        ))
     }
 }
 
@@ -91,7 +85,7 @@ pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<E
         None => {
             let new = NewSession {
                 title: title_from_message(&input.message),
-                system_prompt: None,
+                ..NewSession::default()
             };
             state.store.create_session(user_id, &new).await?
         }
@@ -109,54 +103,71 @@ pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<E
         .append_message(user_id, session.id, &user_message, None)
         .await?;
 
+    // The history up to this question: messages that concurrent requests store
+    // meanwhile belong to their own exchanges, not to this one.
     let llm = &state.settings.llm;
     let recent = state
         .store
-        .recent_messages(session.id, i64::from(llm.history_max_messages))
+        .recent_messages(
+            session.id,
+            user_message.id,
+            i64::from(llm.history_max_messages),
+        )
         .await?;
     let turns = context::fit(
         session.system_prompt.as_deref(),
         &recent,
         i64::from(llm.history_max_tokens),
     );
+    let model = input
+        .model
+        .or(session.model)
+        .unwrap_or_else(|| state.provider.default_model().to_owned());
     Ok(Exchange {
         user_id,
         session_id: session.id,
         user_message,
         request: ChatRequest {
-            model: input.model,
+            model,
             system: session.system_prompt,
             turns,
         },
     })
 }
 
+/// The provider's answer, as it reached us.
+pub struct Answer {
+    pub content: String,
+    /// What the provider reported; estimated when `None`.
+    pub usage: Option<Usage>,
+    /// The model that answered (a fallback's, if it answered).
+    pub model: String,
+    pub status: MessageStatus,
+}
+
 /// Stores the assistant's answer and adds its usage to the month, in one transaction.
-/// `reported` is the provider's usage when it gave one; otherwise it is estimated.
 pub async fn finish(
     state: &AppState,
     exchange: &Exchange,
-    content: String,
-    reported: Option<Usage>,
-    status: MessageStatus,
+    answer: Answer,
 ) -> Result<(Message, Usage)> {
-    let usage = reported.unwrap_or_else(|| {
+    let usage = answer.usage.unwrap_or_else(|| {
         Usage::new(
             tokens::estimate_prompt(&exchange.request),
-            tokens::count(&content),
+            tokens::count(&answer.content),
         )
     });
     let record = UsageRecord {
         month: month_of(OffsetDateTime::now_utc()),
-        model: exchange.request.model.clone(),
+        model: answer.model,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
     };
     let message = NewMessage {
         role: Role::Assistant,
-        content,
+        content: answer.content,
         tokens: usage.completion_tokens,
-        status,
+        status: answer.status,
     };
     let stored = state
         .store
@@ -170,28 +181,27 @@ pub async fn finish(
     Ok((stored, usage))
 }
 
-/// A whole exchange without streaming: POST /chat.
+/// A whole exchange without streaming: POST /chat. A provider failure names
+/// the session, which holds the question (a new one, if none was given).
 pub async fn complete(state: &AppState, exchange: &Exchange) -> Result<(Message, Usage)> {
     let timeout = state.settings.llm.timeout;
     let completion = tokio::time::timeout(timeout, state.provider.complete(&exchange.request))
         .await
-        .map_err(|_| crate::llm::ProviderError::Timeout)??;
-    finish(
-        state,
-        exchange,
-        completion.content,
-        completion.usage,
-        MessageStatus::Complete,
-    )
-    .await
+        .unwrap_or(Err(ProviderError::Timeout))
+        .map_err(|source| ApiError::Provider {
+            source,
+            session_id: Some(exchange.session_id),
+        })?;
+    let answer = Answer {
+        content: completion.content,
+        usage: completion.usage,
+        model: completion.model,
+        status: MessageStatus::Complete,
+    };
+    finish(state, exchange, answer).await
 }
 
 /// `YYYY-MM` in UTC, the key of monthly usage.
 pub fn month_of(at: OffsetDateTime) -> String {
     format!("{:04}-{:02}", at.year(), u8::from(at.month()))
-}
-
-/// RFC 3339, for logs and exports.
-pub fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).unwrap_or_default()
 }

@@ -7,7 +7,9 @@
 use async_trait::async_trait;
 use futures::{StreamExt, stream};
 
-use super::{ChatRequest, Chunk, ChunkStream, Completion, Provider, ProviderError};
+use super::{
+    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, until_first_token,
+};
 use crate::config::{MockFailure, MockSettings};
 use crate::store::Role;
 
@@ -33,8 +35,8 @@ impl MockProvider {
 
     fn fails_before_answering(&self) -> Result<(), ProviderError> {
         match self.settings.fail {
-            MockFailure::Always => Err(ProviderError::Unavailable(
-                "the mock provider is configured to fail (MOCK_FAIL=always)".into(),
+            MockFailure::Always => Err(ProviderError::unavailable(
+                "the mock provider is configured to fail (MOCK_FAIL=always)",
             )),
             MockFailure::Never | MockFailure::MidStream => Ok(()),
         }
@@ -105,10 +107,11 @@ impl Provider for MockProvider {
         Ok(Completion {
             content: answer(request),
             usage: None,
+            model: request.model.clone(),
         })
     }
 
-    async fn stream(&self, request: &ChatRequest) -> Result<ChunkStream, ProviderError> {
+    async fn stream(&self, request: &ChatRequest) -> Result<ProviderStream, ProviderError> {
         self.fails_before_answering()?;
         let deltas = word_deltas(&answer(request));
         let break_at = match self.settings.fail {
@@ -135,7 +138,10 @@ impl Provider for MockProvider {
             failed |= chunk.is_err();
             futures::future::ready(keep)
         });
-        Ok(chunks.boxed())
+        Ok(ProviderStream {
+            model: request.model.clone(),
+            chunks: until_first_token(chunks.boxed()).await?,
+        })
     }
 }
 

@@ -1,17 +1,26 @@
 //! Language-model providers behind one trait.
 //!
 //! A provider turns a `ChatRequest` (system prompt, history, model) into either
-//! a whole `Completion` or a stream of `Chunk`s. Both report usage when the
-//! upstream does; when it does not, the chat service estimates it with `tokens`.
+//! a whole `Completion` or a `ProviderStream` of `Chunk`s. Both report usage when
+//! the upstream does; when it does not, the chat service estimates it.
+//!
+//! `from_settings` assembles the configured provider: the real client, wrapped
+//! in `Retrying` (backoff on 429/5xx before the first token) and, when a second
+//! provider is configured, in `Fallback`.
 
+mod anthropic;
+mod fallback;
+mod http;
 mod mock;
+mod openai;
+mod retry;
 pub mod tokens;
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
-use futures::stream::BoxStream;
+use futures::{StreamExt, stream, stream::BoxStream};
 use serde::Serialize;
 
 use crate::{
@@ -19,7 +28,11 @@ use crate::{
     store::Role,
 };
 
+pub use anthropic::AnthropicProvider;
+pub use fallback::Fallback;
 pub use mock::{MOCK_MODEL, MockProvider};
+pub use openai::OpenAiProvider;
+pub use retry::Retrying;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turn {
@@ -58,6 +71,8 @@ pub struct Completion {
     pub content: String,
     /// What the provider reported; `None` when it reports nothing.
     pub usage: Option<Usage>,
+    /// The model that answered (a fallback answers with its own).
+    pub model: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,20 +84,32 @@ pub enum Chunk {
 
 pub type ChunkStream = BoxStream<'static, Result<Chunk, ProviderError>>;
 
+/// A streaming answer whose first token has arrived (or that ended without one).
+pub struct ProviderStream {
+    pub model: String,
+    pub chunks: ChunkStream,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
-    /// The provider could not be reached or answered with a server error.
-    #[error("the language model provider is unavailable: {0}")]
-    Unavailable(String),
-    /// The provider is rate limiting or overloaded; worth retrying later.
+    /// Unreachable, or a server error (5xx): worth retrying.
+    #[error("the language model provider is unavailable: {message}")]
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Rate limited (429) or overloaded (529): worth retrying later.
     #[error("the language model provider is overloaded")]
     Overloaded { retry_after: Option<Duration> },
     #[error("the language model provider did not answer in time")]
     Timeout,
-    /// The provider rejected our credentials: the operator's problem, not the user's.
-    #[error("the language model provider rejected this server's credentials")]
+    /// Our credentials or endpoint are wrong (401, 403, 404): the operator's problem.
+    #[error("the language model provider rejected this server's configuration")]
     Misconfigured(String),
-    /// A stream that had started broke off.
+    /// The provider refused this request (another 4xx), e.g. a context too long.
+    #[error("the language model provider refused the request: {0}")]
+    Rejected(String),
+    /// A stream broke off after its first token.
     #[error("the language model provider broke off mid-answer: {0}")]
     Interrupted(String),
 }
@@ -90,9 +117,10 @@ pub enum ProviderError {
 impl ProviderError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unavailable(_) | Self::Misconfigured(_) | Self::Interrupted(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::Unavailable { .. }
+            | Self::Misconfigured(_)
+            | Self::Rejected(_)
+            | Self::Interrupted(_) => StatusCode::BAD_GATEWAY,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -100,11 +128,42 @@ impl ProviderError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unavailable(_) => "provider_unavailable",
+            Self::Unavailable { .. } => "provider_unavailable",
             Self::Overloaded { .. } => "provider_overloaded",
             Self::Timeout => "provider_timeout",
             Self::Misconfigured(_) => "provider_misconfigured",
+            Self::Rejected(_) => "provider_rejected",
             Self::Interrupted(_) => "provider_interrupted",
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Failures that a later attempt may not meet.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Overloaded { .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } | Self::Overloaded { retry_after } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// What a failure becomes once tokens have reached the client: nothing can
+    /// be retried any more, the answer was cut.
+    fn after_first_token(self) -> Self {
+        match self {
+            Self::Timeout | Self::Interrupted(_) => self,
+            other => Self::Interrupted(other.to_string()),
         }
     }
 }
@@ -116,13 +175,42 @@ pub trait Provider: Send + Sync + 'static {
 
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, ProviderError>;
 
-    /// Errors before the first chunk come back as `Err`; later ones inside the stream.
-    async fn stream(&self, request: &ChatRequest) -> Result<ChunkStream, ProviderError>;
+    /// Resolves once the first token has arrived, so an `Err` always means that
+    /// nothing reached the client: safe to retry or to fall back.
+    async fn stream(&self, request: &ChatRequest) -> Result<ProviderStream, ProviderError>;
 }
 
-/// The provider `LLM_PROVIDER` names.
-pub fn from_settings(settings: &LlmSettings) -> Arc<dyn Provider> {
-    match settings.provider {
-        ProviderKind::Mock => Arc::new(MockProvider::new(settings.mock.clone())),
+/// Reads `chunks` up to its first text delta. A failure before it is returned
+/// as the error; failures after it arrive in the stream as interruptions.
+pub async fn until_first_token(mut chunks: ChunkStream) -> Result<ChunkStream, ProviderError> {
+    let mut read = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        let is_delta = matches!(chunk, Chunk::Delta(_));
+        read.push(Ok(chunk));
+        if is_delta {
+            break;
+        }
     }
+    let rest = chunks.map(|chunk| chunk.map_err(ProviderError::after_first_token));
+    Ok(stream::iter(read).chain(rest).boxed())
+}
+
+/// The provider `LLM_PROVIDER` names, with retries and the optional fallback.
+pub fn from_settings(settings: &LlmSettings) -> anyhow::Result<Arc<dyn Provider>> {
+    let primary = build(settings, settings.provider)?;
+    Ok(match settings.fallback {
+        None => primary,
+        Some(kind) => Arc::new(Fallback::new(primary, build(settings, kind)?)),
+    })
+}
+
+fn build(settings: &LlmSettings, kind: ProviderKind) -> anyhow::Result<Arc<dyn Provider>> {
+    let client = || http::client(settings);
+    let provider: Arc<dyn Provider> = match kind {
+        ProviderKind::Mock => return Ok(Arc::new(MockProvider::new(settings.mock.clone()))),
+        ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(&settings.openai, client()?)),
+        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(&settings.anthropic, client()?)),
+    };
+    Ok(Arc::new(Retrying::new(provider, settings)))
 }

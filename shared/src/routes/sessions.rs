@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{
     auth::CurrentUser,
+    chat::allowed_model,
     domain::{SYSTEM_PROMPT_MAX_CHARS, TITLE_MAX_CHARS, bounded_text},
     error::{ApiError, FieldError, Result},
     extract::{AppJson, AppPath, AppQuery},
@@ -35,6 +36,8 @@ struct Page {
 struct CreateSession {
     title: Option<String>,
     system_prompt: Option<String>,
+    /// One of `LLM_MODELS`; chats in the session use it unless they name another.
+    model: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +47,9 @@ struct UpdateSession {
     /// Absent: unchanged; `null` or "": removed.
     #[serde(default, deserialize_with = "present")]
     system_prompt: Option<Option<String>>,
+    /// Absent: unchanged; `null`: the provider's default again.
+    #[serde(default, deserialize_with = "present")]
+    model: Option<Option<String>>,
 }
 
 /// Tells a field sent as `null` (Some(None)) from one not sent at all (None).
@@ -92,19 +98,21 @@ async fn create(
     user: CurrentUser,
     AppJson(body): AppJson<CreateSession>,
 ) -> Result<(StatusCode, Json<Session>)> {
+    let mut invalid = Invalid::default();
     let title = match body.title {
-        Some(title) => bounded_text("title", &title, TITLE_MAX_CHARS, false),
-        None => Ok(DEFAULT_TITLE.to_owned()),
+        Some(title) => invalid.check(bounded_text("title", &title, TITLE_MAX_CHARS, false)),
+        None => DEFAULT_TITLE.to_owned(),
     };
-    let system_prompt = body
-        .system_prompt
-        .map(|prompt| parse_system_prompt(&prompt))
-        .transpose();
-    let (title, system_prompt) = collect(title, system_prompt)?;
     let session = NewSession {
         title,
-        system_prompt: system_prompt.flatten(),
+        system_prompt: body
+            .system_prompt
+            .and_then(|prompt| invalid.check(parse_system_prompt(&prompt))),
+        model: body
+            .model
+            .map(|model| invalid.check(allowed_model(&state, &model))),
     };
+    invalid.into_result()?;
     let session = state.store.create_session(user.id, &session).await?;
     Ok((StatusCode::CREATED, Json(session)))
 }
@@ -131,19 +139,19 @@ async fn update(
     AppPath(id): AppPath<i64>,
     AppJson(body): AppJson<UpdateSession>,
 ) -> Result<Json<Session>> {
-    let title = body
-        .title
-        .map(|title| bounded_text("title", &title, TITLE_MAX_CHARS, false))
-        .transpose();
-    let system_prompt = body
-        .system_prompt
-        .map(|prompt| prompt.map_or(Ok(None), |prompt| parse_system_prompt(&prompt)))
-        .transpose();
-    let (title, system_prompt) = collect(title, system_prompt)?;
+    let mut invalid = Invalid::default();
     let patch = SessionPatch {
-        title,
-        system_prompt,
+        title: body
+            .title
+            .map(|title| invalid.check(bounded_text("title", &title, TITLE_MAX_CHARS, false))),
+        system_prompt: body
+            .system_prompt
+            .map(|prompt| prompt.and_then(|prompt| invalid.check(parse_system_prompt(&prompt)))),
+        model: body
+            .model
+            .map(|model| model.map(|model| invalid.check(allowed_model(&state, &model)))),
     };
+    invalid.into_result()?;
     let session = state
         .store
         .update_session(user.id, id, &patch)
@@ -171,15 +179,23 @@ fn parse_system_prompt(raw: &str) -> std::result::Result<Option<String>, FieldEr
     Ok((!prompt.is_empty()).then_some(prompt))
 }
 
-/// Both fields' errors at once, so a client fixes everything in one round trip.
-fn collect<A, B>(
-    a: std::result::Result<A, FieldError>,
-    b: std::result::Result<B, FieldError>,
-) -> Result<(A, B)> {
-    match (a, b) {
-        (Ok(a), Ok(b)) => Ok((a, b)),
-        (a, b) => Err(ApiError::Validation(
-            [a.err(), b.err()].into_iter().flatten().collect(),
-        )),
+/// Collects every invalid field, so a client fixes them all in one round trip.
+#[derive(Default)]
+struct Invalid(Vec<FieldError>);
+
+impl Invalid {
+    fn check<T: Default>(&mut self, result: std::result::Result<T, FieldError>) -> T {
+        result.unwrap_or_else(|err| {
+            self.0.push(err);
+            T::default()
+        })
+    }
+
+    fn into_result(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.0))
+        }
     }
 }

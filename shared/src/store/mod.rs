@@ -6,6 +6,7 @@
 mod postgres;
 mod sql;
 mod sqlite;
+mod timestamp;
 
 use std::{fmt, sync::Arc};
 
@@ -77,6 +78,8 @@ pub struct Session {
     pub id: i64,
     pub title: String,
     pub system_prompt: Option<String>,
+    /// The model this session's chats use when a request names none.
+    pub model: Option<String>,
     pub message_count: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -127,13 +130,15 @@ pub struct NewMessage {
 pub struct NewSession {
     pub title: String,
     pub system_prompt: Option<String>,
+    pub model: Option<String>,
 }
 
-/// A partial update: `None` leaves a field as it is; `Some(None)` clears the system prompt.
+/// A partial update: `None` leaves a field as it is; `Some(None)` clears it.
 #[derive(Debug, Clone, Default)]
 pub struct SessionPatch {
     pub title: Option<String>,
     pub system_prompt: Option<Option<String>>,
+    pub model: Option<Option<String>>,
 }
 
 /// Tokens to add to a user's monthly total, in the same transaction as the message.
@@ -216,8 +221,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// All messages of a session the caller has already checked belongs to the user.
     async fn list_messages(&self, session_id: i64) -> StoreResult<Vec<Message>>;
-    /// The newest `limit` messages, returned oldest first.
-    async fn recent_messages(&self, session_id: i64, limit: i64) -> StoreResult<Vec<Message>>;
+    /// The newest `limit` messages with ids up to `up_to`, returned oldest first.
+    async fn recent_messages(
+        &self,
+        session_id: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>>;
     /// Appends a message to the user's session, bumps its `message_count` and
     /// activity time, and adds `usage` to the monthly total, all in one transaction.
     async fn append_message(

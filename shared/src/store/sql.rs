@@ -50,7 +50,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(email)
                 .bind(password_hash)
-                .bind(now())
+                .bind(DbTime(now()))
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|err| sql::map_unique(err, StoreError::EmailTaken))
@@ -77,7 +77,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()> {
-                let now = now();
+                let now = DbTime(now());
                 let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "INSERT INTO refresh_families (id, user_id, created_at) VALUES ($1, $2, $3)",
@@ -94,7 +94,7 @@ macro_rules! impl_sql_store {
                 .bind(token.user_id)
                 .bind(&token.family)
                 .bind(&token.token_hash)
-                .bind(token.expires_at)
+                .bind(DbTime(token.expires_at))
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
@@ -108,14 +108,15 @@ macro_rules! impl_sql_store {
                 replacement_hash: &str,
                 replacement_expires_at: OffsetDateTime,
             ) -> StoreResult<Rotation> {
-                let now = now();
+                let now = DbTime(now());
                 let mut tx = self.begin_write().await?;
                 // Spending is one conditional UPDATE, so of two concurrent rotations
                 // of the same token exactly one finds it live.
                 let spent: Option<sql::SpentToken> = sqlx::query_as(
                     "UPDATE refresh_tokens SET used_at = $2 \
                      WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-                     AND family IN (SELECT id FROM refresh_families WHERE revoked_at IS NULL) \
+                     AND EXISTS (SELECT 1 FROM refresh_families f \
+                                 WHERE f.id = refresh_tokens.family AND f.revoked_at IS NULL) \
                      RETURNING user_id, family",
                 )
                 .bind(presented_hash)
@@ -131,7 +132,7 @@ macro_rules! impl_sql_store {
                     .bind(spent.user_id)
                     .bind(&spent.family)
                     .bind(replacement_hash)
-                    .bind(replacement_expires_at)
+                    .bind(DbTime(replacement_expires_at))
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
@@ -162,7 +163,7 @@ macro_rules! impl_sql_store {
             async fn revoke_refresh_family(&self, token_hash: &str) -> StoreResult<()> {
                 sqlx::query(sql::REVOKE_FAMILY)
                 .bind(token_hash)
-                .bind(now())
+                .bind(DbTime(now()))
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -175,7 +176,7 @@ macro_rules! impl_sql_store {
                 offset: i64,
             ) -> StoreResult<Vec<Session>> {
                 Ok(sqlx::query_as(
-                    "SELECT id, title, system_prompt, message_count, created_at, updated_at \
+                    "SELECT id, title, system_prompt, model, message_count, created_at, updated_at \
                      FROM sessions WHERE user_id = $1 \
                      ORDER BY updated_at DESC, id DESC LIMIT $2 OFFSET $3",
                 )
@@ -187,15 +188,16 @@ macro_rules! impl_sql_store {
             }
 
             async fn create_session(&self, user_id: i64, session: &NewSession) -> StoreResult<Session> {
-                let now = now();
+                let now = DbTime(now());
                 sqlx::query_as(
-                    "INSERT INTO sessions (user_id, title, system_prompt, message_count, created_at, updated_at) \
-                     VALUES ($1, $2, $3, 0, $4, $4) \
-                     RETURNING id, title, system_prompt, message_count, created_at, updated_at",
+                    "INSERT INTO sessions (user_id, title, system_prompt, model, message_count, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, 0, $5, $5) \
+                     RETURNING id, title, system_prompt, model, message_count, created_at, updated_at",
                 )
                 .bind(user_id)
                 .bind(&session.title)
                 .bind(&session.system_prompt)
+                .bind(&session.model)
                 .bind(now)
                 .fetch_one(&self.pool)
                 .await
@@ -204,7 +206,7 @@ macro_rules! impl_sql_store {
 
             async fn find_session(&self, user_id: i64, session_id: i64) -> StoreResult<Option<Session>> {
                 Ok(sqlx::query_as(
-                    "SELECT id, title, system_prompt, message_count, created_at, updated_at \
+                    "SELECT id, title, system_prompt, model, message_count, created_at, updated_at \
                      FROM sessions WHERE id = $1 AND user_id = $2",
                 )
                 .bind(session_id)
@@ -221,16 +223,19 @@ macro_rules! impl_sql_store {
             ) -> StoreResult<Option<Session>> {
                 Ok(sqlx::query_as(
                     "UPDATE sessions SET title = COALESCE($3, title), \
-                     system_prompt = CASE WHEN $4 THEN $5 ELSE system_prompt END, updated_at = $6 \
+                     system_prompt = CASE WHEN $4 THEN $5 ELSE system_prompt END, \
+                     model = CASE WHEN $6 THEN $7 ELSE model END, updated_at = $8 \
                      WHERE id = $1 AND user_id = $2 \
-                     RETURNING id, title, system_prompt, message_count, created_at, updated_at",
+                     RETURNING id, title, system_prompt, model, message_count, created_at, updated_at",
                 )
                 .bind(session_id)
                 .bind(user_id)
                 .bind(&patch.title)
                 .bind(patch.system_prompt.is_some())
                 .bind(patch.system_prompt.clone().flatten())
-                .bind(now())
+                .bind(patch.model.is_some())
+                .bind(patch.model.clone().flatten())
+                .bind(DbTime(now()))
                 .fetch_optional(&self.pool)
                 .await?)
             }
@@ -255,12 +260,18 @@ macro_rules! impl_sql_store {
                 .await?)
             }
 
-            async fn recent_messages(&self, session_id: i64, limit: i64) -> StoreResult<Vec<Message>> {
+            async fn recent_messages(
+                &self,
+                session_id: i64,
+                up_to: i64,
+                limit: i64,
+            ) -> StoreResult<Vec<Message>> {
                 let mut newest_first: Vec<Message> = sqlx::query_as(
                     "SELECT id, role, content, tokens, status, created_at \
-                     FROM messages WHERE session_id = $1 ORDER BY id DESC LIMIT $2",
+                     FROM messages WHERE session_id = $1 AND id <= $2 ORDER BY id DESC LIMIT $3",
                 )
                 .bind(session_id)
+                .bind(up_to)
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
@@ -275,7 +286,7 @@ macro_rules! impl_sql_store {
                 message: &NewMessage,
                 usage: Option<&UsageRecord>,
             ) -> StoreResult<Message> {
-                let now = now();
+                let now = DbTime(now());
                 let mut tx = self.begin_write().await?;
                 // Bumping the session first takes its row lock, which orders concurrent
                 // appends to one session and proves it is this user's.

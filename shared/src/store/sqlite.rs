@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::{
     Message, MonthlyUsage, NewMessage, NewRefreshToken, NewSession, Rotation, Session,
     SessionPatch, StoreError, StoreResult, UsageRecord, User, UserCredentials, now, sql,
+    timestamp::DbTime,
 };
 use crate::config::DbSettings;
 

@@ -62,7 +62,7 @@ async fn user(store: &Db, email: &str) -> i64 {
 async fn session(store: &Db, user_id: i64, title: &str) -> i64 {
     let new = NewSession {
         title: title.into(),
-        system_prompt: None,
+        ..NewSession::default()
     };
     store
         .create_session(user_id, &new)
@@ -174,7 +174,7 @@ async fn sessions_are_private_to_their_owner(store: Db) {
     assert!(store.list_sessions(other, 50, 0).await.unwrap().is_empty());
     let patch = SessionPatch {
         title: Some("stolen".into()),
-        system_prompt: None,
+        ..SessionPatch::default()
     };
     assert!(
         store
@@ -204,11 +204,13 @@ async fn patches_change_only_what_they_name(store: Db) {
             &NewSession {
                 title: "Python Help".into(),
                 system_prompt: Some("Be brief.".into()),
+                model: Some("gpt-4o-mini".into()),
             },
         )
         .await
         .unwrap();
     assert_eq!(created.system_prompt.as_deref(), Some("Be brief."));
+    assert_eq!(created.model.as_deref(), Some("gpt-4o-mini"));
 
     let renamed = store
         .update_session(
@@ -216,7 +218,7 @@ async fn patches_change_only_what_they_name(store: Db) {
             created.id,
             &SessionPatch {
                 title: Some("Rust Help".into()),
-                system_prompt: None,
+                ..SessionPatch::default()
             },
         )
         .await
@@ -224,6 +226,7 @@ async fn patches_change_only_what_they_name(store: Db) {
         .unwrap();
     assert_eq!(renamed.title, "Rust Help");
     assert_eq!(renamed.system_prompt.as_deref(), Some("Be brief."));
+    assert_eq!(renamed.model.as_deref(), Some("gpt-4o-mini"));
     assert!(renamed.updated_at >= created.updated_at);
 
     let cleared = store
@@ -233,6 +236,7 @@ async fn patches_change_only_what_they_name(store: Db) {
             &SessionPatch {
                 title: None,
                 system_prompt: Some(None),
+                model: Some(Some("gpt-4o".into())),
             },
         )
         .await
@@ -242,6 +246,20 @@ async fn patches_change_only_what_they_name(store: Db) {
         (cleared.title.as_str(), cleared.system_prompt),
         ("Rust Help", None)
     );
+    assert_eq!(cleared.model.as_deref(), Some("gpt-4o"));
+    let reset = store
+        .update_session(
+            owner,
+            created.id,
+            &SessionPatch {
+                model: Some(None),
+                ..SessionPatch::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reset.model, None);
 }
 
 async fn deleting_a_session_deletes_its_messages(store: Db) {
@@ -384,14 +402,21 @@ async fn recent_messages_are_the_newest_in_order(store: Db) {
             .await
             .unwrap();
     }
-    let recent: Vec<_> = store
-        .recent_messages(id, 3)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.content)
-        .collect();
-    assert_eq!(recent, ["m4", "m5", "m6"]);
+    let contents = |messages: Vec<chat_core::store::Message>| {
+        messages.into_iter().map(|m| m.content).collect::<Vec<_>>()
+    };
+    let all = store.list_messages(id).await.unwrap();
+    let newest = all.last().unwrap().id;
+    assert_eq!(
+        contents(store.recent_messages(id, newest, 3).await.unwrap()),
+        ["m4", "m5", "m6"]
+    );
+    // Bounded by an id: what was stored after it is not part of its history.
+    let fifth = all[4].id;
+    assert_eq!(
+        contents(store.recent_messages(id, fifth, 3).await.unwrap()),
+        ["m2", "m3", "m4"]
+    );
 }
 
 fn token(user_id: i64, family: &str, hash: &str, expires_in: Duration) -> NewRefreshToken {

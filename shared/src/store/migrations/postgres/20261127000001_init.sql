@@ -32,6 +32,7 @@ CREATE TABLE sessions (
     user_id           BIGINT      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     title             TEXT        NOT NULL,
     system_prompt     TEXT,
+    model             TEXT,
     message_count     BIGINT      NOT NULL DEFAULT 0,
     created_at        TIMESTAMPTZ NOT NULL,
     updated_at        TIMESTAMPTZ NOT NULL

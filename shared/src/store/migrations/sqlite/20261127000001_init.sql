@@ -34,6 +34,7 @@ CREATE TABLE sessions (
     user_id           INTEGER     NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     title             TEXT        NOT NULL,
     system_prompt     TEXT,
+    model             TEXT,
     message_count     INTEGER     NOT NULL DEFAULT 0,
     created_at        TEXT        NOT NULL,
     updated_at        TEXT        NOT NULL

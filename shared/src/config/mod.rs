@@ -3,10 +3,17 @@
 //! Every variable is parsed here and nowhere else, so a bad value stops start-up
 //! with one line naming the variable, instead of failing on the first request.
 
+mod llm;
+
 use std::{fmt, str::FromStr, time::Duration};
 
 use axum::http::HeaderValue;
 use secrecy::SecretString;
+
+pub use llm::{
+    AnthropicSettings, LlmSettings, MockFailure, MockSettings, OnDisconnect, OpenAiSettings,
+    ProviderKind,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {message}")]
@@ -16,7 +23,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(var: &'static str, message: impl fmt::Display) -> Self {
+    pub(crate) fn new(var: &'static str, message: impl fmt::Display) -> Self {
         Self {
             var,
             message: message.to_string(),
@@ -53,24 +60,6 @@ pub struct AuthSettings {
 }
 
 #[derive(Debug, Clone)]
-pub struct LlmSettings {
-    pub provider: ProviderKind,
-    /// The models a request or session may name; the first is the default.
-    pub models: Vec<String>,
-    pub timeout: Duration,
-    pub mock: MockSettings,
-    pub history_max_messages: u32,
-    pub history_max_tokens: u32,
-    pub stream_on_disconnect: OnDisconnect,
-}
-
-#[derive(Debug, Clone)]
-pub struct MockSettings {
-    pub token_delay: Duration,
-    pub fail: MockFailure,
-}
-
-#[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub cors_origins: Vec<HeaderValue>,
     pub body_limit_bytes: usize,
@@ -81,37 +70,6 @@ pub struct HttpSettings {
 pub enum LogFormat {
     Pretty,
     Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    Mock,
-}
-
-impl ProviderKind {
-    pub fn default_model(self) -> &'static str {
-        match self {
-            Self::Mock => crate::llm::MOCK_MODEL,
-        }
-    }
-}
-
-/// What the mock provider does, so that failure paths can be exercised end to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MockFailure {
-    /// Always answers.
-    Never,
-    /// Fails before the first token, like an upstream 5xx.
-    Always,
-    /// Streams half of its answer, then breaks off.
-    MidStream,
-}
-
-/// What a client's disconnect does to a streaming generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDisconnect {
-    Finish,
-    Cancel,
 }
 
 impl Settings {
@@ -151,11 +109,6 @@ impl Settings {
             ));
         }
 
-        let provider = vars.choice(
-            "LLM_PROVIDER",
-            ProviderKind::Mock,
-            &[("mock", ProviderKind::Mock)],
-        )?;
         Ok(Self {
             port: vars.parsed("PORT", 8000)?,
             log_format: vars.choice(
@@ -181,35 +134,7 @@ impl Settings {
                 ),
                 bcrypt_cost: vars.bcrypt_cost()?,
             },
-            llm: LlmSettings {
-                provider,
-                models: vars
-                    .list("LLM_MODELS")
-                    .unwrap_or_else(|| vec![provider.default_model().to_owned()]),
-                timeout: Duration::from_secs(vars.positive("LLM_TIMEOUT_SECS", 120)?),
-                mock: MockSettings {
-                    token_delay: Duration::from_millis(vars.parsed("MOCK_TOKEN_DELAY_MS", 20)?),
-                    fail: vars.choice(
-                        "MOCK_FAIL",
-                        MockFailure::Never,
-                        &[
-                            ("never", MockFailure::Never),
-                            ("always", MockFailure::Always),
-                            ("midstream", MockFailure::MidStream),
-                        ],
-                    )?,
-                },
-                history_max_messages: vars.positive("HISTORY_MAX_MESSAGES", 20)?,
-                history_max_tokens: vars.positive("HISTORY_MAX_TOKENS", 8000)?,
-                stream_on_disconnect: vars.choice(
-                    "STREAM_ON_DISCONNECT",
-                    OnDisconnect::Finish,
-                    &[
-                        ("finish", OnDisconnect::Finish),
-                        ("cancel", OnDisconnect::Cancel),
-                    ],
-                )?,
-            },
+            llm: llm::parse(&vars)?,
             http: HttpSettings {
                 cors_origins: vars.cors_origins()?,
                 body_limit_bytes: vars.positive("BODY_LIMIT_BYTES", 256 * 1024)?,
@@ -220,15 +145,19 @@ impl Settings {
 }
 
 /// Typed access to a lookup function; each helper names the variable in its error.
-struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+pub(crate) struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
 
 impl Vars<'_> {
     /// A variable that is set and not blank (an empty value means "use the default").
-    fn get(&self, name: &str) -> Option<String> {
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
         (self.0)(name).filter(|value| !value.trim().is_empty())
     }
 
-    fn parsed<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    pub(crate) fn parsed<T: FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError>
     where
         T::Err: fmt::Display,
     {
@@ -241,7 +170,7 @@ impl Vars<'_> {
         }
     }
 
-    fn positive<T: FromStr + Default + PartialOrd>(
+    pub(crate) fn positive<T: FromStr + Default + PartialOrd>(
         &self,
         name: &'static str,
         default: T,
@@ -256,7 +185,7 @@ impl Vars<'_> {
         Ok(value)
     }
 
-    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    pub(crate) fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
         self.choice(
             name,
             default,
@@ -264,7 +193,7 @@ impl Vars<'_> {
         )
     }
 
-    fn choice<T: Copy>(
+    pub(crate) fn choice<T: Copy>(
         &self,
         name: &'static str,
         default: T,
@@ -285,7 +214,7 @@ impl Vars<'_> {
     }
 
     /// A comma-separated list; `None` when unset or empty.
-    fn list(&self, name: &str) -> Option<Vec<String>> {
+    pub(crate) fn list(&self, name: &str) -> Option<Vec<String>> {
         let items: Vec<String> = self
             .get(name)?
             .split(',')
@@ -377,6 +306,42 @@ mod tests {
         assert_eq!(err.var, "JWT_SECRET");
         let ok = parse(&[("APP_ENV", "production"), ("JWT_SECRET", &"k".repeat(32))]);
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn providers_need_their_keys_and_a_distinct_fallback() {
+        let err = parse(&[("LLM_PROVIDER", "openai")]).unwrap_err();
+        assert_eq!(err.var, "OPENAI_API_KEY");
+        // A local OpenAI-compatible server needs no key.
+        let local = parse(&[
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_BASE_URL", "http://localhost:11434/v1/"),
+        ])
+        .unwrap();
+        assert_eq!(local.llm.openai.base_url, "http://localhost:11434/v1");
+        assert_eq!(local.llm.models, ["gpt-4o-mini"]);
+        let err = parse(&[
+            ("LLM_PROVIDER", "mock"),
+            ("LLM_FALLBACK_PROVIDER", "anthropic"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "ANTHROPIC_API_KEY");
+        let err = parse(&[("LLM_FALLBACK_PROVIDER", "mock")]).unwrap_err();
+        assert_eq!(err.var, "LLM_FALLBACK_PROVIDER");
+        let err = parse(&[("OPENAI_BASE_URL", "localhost:11434")]).unwrap_err();
+        assert_eq!(err.var, "OPENAI_BASE_URL");
+        let both = parse(&[
+            ("LLM_PROVIDER", "anthropic"),
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+            ("ANTHROPIC_MODEL", "claude-test"),
+            ("LLM_MODELS", "claude-test, claude-other"),
+        ])
+        .unwrap();
+        assert_eq!(both.llm.models, ["claude-test", "claude-other"]);
+        assert!(
+            !format!("{both:?}").contains("sk-ant-test"),
+            "keys never reach Debug output"
+        );
     }
 
     #[test]

@@ -1,0 +1,266 @@
+//! Anthropic's Messages API.
+
+use async_trait::async_trait;
+use eventsource_stream::Event;
+use reqwest::header::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, Turn, Usage, http,
+    until_first_token,
+};
+use crate::{config::AnthropicSettings, store::Role};
+
+/// The API version this client speaks.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+pub struct AnthropicProvider {
+    client: reqwest::Client,
+    url: String,
+    api_key: Option<SecretString>,
+    model: String,
+    max_tokens: u32,
+}
+
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: i64,
+    #[serde(default)]
+    output_tokens: i64,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<i64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<i64>,
+}
+
+impl WireUsage {
+    /// Cached prompt tokens are still prompt tokens.
+    fn prompt_tokens(&self) -> i64 {
+        self.input_tokens
+            + self.cache_creation_input_tokens.unwrap_or(0)
+            + self.cache_read_input_tokens.unwrap_or(0)
+    }
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    content: Vec<WireBlock>,
+    usage: WireUsage,
+    model: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: String,
+}
+
+impl AnthropicProvider {
+    pub fn new(settings: &AnthropicSettings, client: reqwest::Client) -> Self {
+        Self {
+            client,
+            url: format!("{}/v1/messages", settings.base_url),
+            api_key: settings.api_key.clone(),
+            model: settings.model.clone(),
+            max_tokens: settings.max_tokens,
+        }
+    }
+
+    fn body(&self, request: &ChatRequest, stream: bool) -> Value {
+        let messages: Vec<Value> = normalise(&request.turns)
+            .into_iter()
+            .map(|turn| {
+                let role = match turn.role {
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                };
+                json!({ "role": role, "content": turn.content })
+            })
+            .collect();
+        let mut body = json!({
+            "model": request.model,
+            "max_tokens": self.max_tokens,
+            "messages": messages,
+            "stream": stream,
+        });
+        if let Some(system) = &request.system {
+            body["system"] = json!(system);
+        }
+        body
+    }
+
+    async fn send(&self, body: &Value) -> Result<reqwest::Response, ProviderError> {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("anthropic-version", ANTHROPIC_VERSION)
+            .json(body);
+        if let Some(key) = &self.api_key {
+            let mut value = HeaderValue::from_str(key.expose_secret()).map_err(|_| {
+                ProviderError::Misconfigured("ANTHROPIC_API_KEY is not a valid header value".into())
+            })?;
+            value.set_sensitive(true);
+            request = request.header("x-api-key", value);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| http::transport_error(&err))?;
+        if !response.status().is_success() {
+            return Err(http::status_error("Anthropic", response).await);
+        }
+        Ok(response)
+    }
+}
+
+/// The Messages API wants strictly alternating roles starting with the user.
+/// Stored history need not be: a question whose answer failed is followed by
+/// the next question. Consecutive turns of one role are joined, and anything
+/// before the first user turn is dropped.
+fn normalise(turns: &[Turn]) -> Vec<Turn> {
+    let mut normalised: Vec<Turn> = Vec::with_capacity(turns.len());
+    for turn in turns.iter().skip_while(|turn| turn.role != Role::User) {
+        match normalised.last_mut() {
+            Some(last) if last.role == turn.role => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&turn.content);
+            }
+            _ => normalised.push(turn.clone()),
+        }
+    }
+    normalised
+}
+
+/// The parser of one stream: `message_start` brings the prompt's usage,
+/// `message_delta` the output's, `message_stop` ends it.
+fn event_parser() -> impl FnMut(Event) -> http::Step + Send + 'static {
+    let mut usage = WireUsage::default();
+    move |event| {
+        let mut step = http::Step::default();
+        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+        match event.event.as_str() {
+            "message_start" => {
+                if let Ok(start) =
+                    serde_json::from_value::<WireUsage>(data["message"]["usage"].clone())
+                {
+                    usage = start;
+                }
+            }
+            "content_block_delta" => {
+                if data["delta"]["type"] == "text_delta"
+                    && let Some(text) = data["delta"]["text"]
+                        .as_str()
+                        .filter(|text| !text.is_empty())
+                {
+                    step.chunks.push(Chunk::Delta(text.to_owned()));
+                }
+            }
+            "message_delta" => {
+                if let Some(output) = data["usage"]["output_tokens"].as_i64() {
+                    usage.output_tokens = output;
+                }
+            }
+            "message_stop" => {
+                step.chunks.push(Chunk::Usage(Usage::new(
+                    usage.prompt_tokens(),
+                    usage.output_tokens,
+                )));
+                step.finished = true;
+            }
+            "error" => step.error = Some(stream_error(&data["error"])),
+            // ping, content_block_start, content_block_stop, and event types added later.
+            _ => {}
+        }
+        step
+    }
+}
+
+fn stream_error(error: &Value) -> ProviderError {
+    let message = error["message"]
+        .as_str()
+        .unwrap_or("unknown error")
+        .to_owned();
+    match error["type"].as_str() {
+        Some("overloaded_error" | "rate_limit_error") => {
+            ProviderError::Overloaded { retry_after: None }
+        }
+        Some("api_error") | None => {
+            ProviderError::unavailable(format!("Anthropic stream error: {message}"))
+        }
+        Some(kind) => {
+            ProviderError::Rejected(format!("Anthropic stream error ({kind}): {message}"))
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for AnthropicProvider {
+    fn default_model(&self) -> &str {
+        &self.model
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> Result<Completion, ProviderError> {
+        let response = self.send(&self.body(request, false)).await?;
+        let message: WireMessage = response.json().await.map_err(|err| {
+            ProviderError::unavailable(format!("an unreadable Anthropic answer: {err}"))
+        })?;
+        let content = message
+            .content
+            .iter()
+            .filter(|block| block.kind == "text")
+            .map(|block| block.text.as_str())
+            .collect();
+        Ok(Completion {
+            content,
+            usage: Some(Usage::new(
+                message.usage.prompt_tokens(),
+                message.usage.output_tokens,
+            )),
+            model: message.model.unwrap_or_else(|| request.model.clone()),
+        })
+    }
+
+    async fn stream(&self, request: &ChatRequest) -> Result<ProviderStream, ProviderError> {
+        let response = self.send(&self.body(request, true)).await?;
+        let chunks = http::sse_chunks("Anthropic", response, event_parser());
+        Ok(ProviderStream {
+            model: request.model.clone(),
+            chunks: until_first_token(chunks).await?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(role: Role, content: &str) -> Turn {
+        Turn {
+            role,
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn history_alternates_and_starts_with_the_user() {
+        let turns = [
+            turn(Role::Assistant, "orphaned answer"),
+            turn(Role::User, "first question, whose answer failed"),
+            turn(Role::User, "second question"),
+            turn(Role::Assistant, "answer"),
+            turn(Role::User, "third"),
+        ];
+        let normalised = normalise(&turns);
+        let roles: Vec<Role> = normalised.iter().map(|turn| turn.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
+        assert_eq!(
+            normalised[0].content,
+            "first question, whose answer failed\n\nsecond question"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! OpenAI's Chat Completions API, which most compatible servers (Ollama, vLLM,
+//! llama.cpp's server, LiteLLM) also speak.
+
+use async_trait::async_trait;
+use eventsource_stream::Event;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, Usage, http,
+    until_first_token,
+};
+use crate::{config::OpenAiSettings, store::Role};
+
+pub struct OpenAiProvider {
+    client: reqwest::Client,
+    url: String,
+    api_key: Option<SecretString>,
+    model: String,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    prompt_tokens: i64,
+    completion_tokens: i64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(usage: WireUsage) -> Self {
+        Usage::new(usage.prompt_tokens, usage.completion_tokens)
+    }
+}
+
+#[derive(Deserialize)]
+struct WireCompletion {
+    choices: Vec<WireChoice>,
+    usage: Option<WireUsage>,
+    model: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireMessage,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireChunk {
+    #[serde(default)]
+    choices: Vec<WireChunkChoice>,
+    usage: Option<WireUsage>,
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireChunkChoice {
+    delta: WireDelta,
+}
+
+#[derive(Deserialize)]
+struct WireDelta {
+    content: Option<String>,
+}
+
+impl OpenAiProvider {
+    pub fn new(settings: &OpenAiSettings, client: reqwest::Client) -> Self {
+        Self {
+            client,
+            url: format!("{}/chat/completions", settings.base_url),
+            api_key: settings.api_key.clone(),
+            model: settings.model.clone(),
+        }
+    }
+
+    /// The request body: the system prompt is the first message.
+    fn body(request: &ChatRequest, stream: bool) -> Value {
+        let system = request
+            .system
+            .iter()
+            .map(|system| json!({ "role": "system", "content": system }));
+        let turns = request.turns.iter().map(|turn| {
+            let role = match turn.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            json!({ "role": role, "content": turn.content })
+        });
+        let mut body = json!({
+            "model": request.model,
+            "messages": system.chain(turns).collect::<Vec<_>>(),
+            "stream": stream,
+        });
+        if stream {
+            // Without this, OpenAI sends no usage on streams.
+            body["stream_options"] = json!({ "include_usage": true });
+        }
+        body
+    }
+
+    async fn send(&self, body: &Value) -> Result<reqwest::Response, ProviderError> {
+        let mut request = self.client.post(&self.url).json(body);
+        if let Some(key) = &self.api_key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+                .map_err(|_| {
+                    ProviderError::Misconfigured(
+                        "OPENAI_API_KEY is not a valid header value".into(),
+                    )
+                })?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| http::transport_error(&err))?;
+        if !response.status().is_success() {
+            return Err(http::status_error("OpenAI", response).await);
+        }
+        Ok(response)
+    }
+}
+
+/// One `data:` line of a Chat Completions stream.
+fn parse_event(event: Event) -> http::Step {
+    let mut step = http::Step::default();
+    if event.data.trim() == "[DONE]" {
+        step.finished = true;
+        return step;
+    }
+    let chunk: WireChunk = match serde_json::from_str(&event.data) {
+        Ok(chunk) => chunk,
+        Err(err) => {
+            step.error = Some(ProviderError::unavailable(format!(
+                "an unreadable OpenAI stream chunk: {err}"
+            )));
+            return step;
+        }
+    };
+    if let Some(error) = chunk.error {
+        step.error = Some(ProviderError::unavailable(format!(
+            "OpenAI stream error: {error}"
+        )));
+        return step;
+    }
+    for choice in chunk.choices {
+        if let Some(content) = choice.delta.content.filter(|content| !content.is_empty()) {
+            step.chunks.push(Chunk::Delta(content));
+        }
+    }
+    if let Some(usage) = chunk.usage {
+        step.chunks.push(Chunk::Usage(usage.into()));
+    }
+    step
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    fn default_model(&self) -> &str {
+        &self.model
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> Result<Completion, ProviderError> {
+        let response = self.send(&Self::body(request, false)).await?;
+        let completion: WireCompletion = response.json().await.map_err(|err| {
+            ProviderError::unavailable(format!("an unreadable OpenAI answer: {err}"))
+        })?;
+        let content = completion
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|choice| choice.message.content)
+            .unwrap_or_default();
+        Ok(Completion {
+            content,
+            usage: completion.usage.map(Usage::from),
+            model: completion.model.unwrap_or_else(|| request.model.clone()),
+        })
+    }
+
+    async fn stream(&self, request: &ChatRequest) -> Result<ProviderStream, ProviderError> {
+        let response = self.send(&Self::body(request, true)).await?;
+        let chunks = http::sse_chunks("OpenAI", response, parse_event);
+        Ok(ProviderStream {
+            model: request.model.clone(),
+            chunks: until_first_token(chunks).await?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::Turn;
+
+    #[test]
+    fn the_system_prompt_leads_the_messages() {
+        let request = ChatRequest {
+            model: "gpt-4o-mini".into(),
+            system: Some("Be brief.".into()),
+            turns: vec![
+                Turn {
+                    role: Role::User,
+                    content: "Hi".into(),
+                },
+                Turn {
+                    role: Role::Assistant,
+                    content: "Hello".into(),
+                },
+                Turn {
+                    role: Role::User,
+                    content: "Bye".into(),
+                },
+            ],
+        };
+        let body = OpenAiProvider::body(&request, true);
+        assert_eq!(
+            body["messages"][0],
+            json!({ "role": "system", "content": "Be brief." })
+        );
+        assert_eq!(body["messages"].as_array().unwrap().len(), 4);
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert!(
+            OpenAiProvider::body(&request, false)
+                .get("stream_options")
+                .is_none()
+        );
+    }
+}
