@@ -9,5 +9,6 @@ mod chat;
 mod failures;
 mod http;
 mod in_process;
+mod providers;
 mod sessions;
 mod streaming;

@@ -1,0 +1,580 @@
+//! The real provider clients, through the public API, against test servers
+//! that speak each provider's wire format (fake.rs).
+
+mod fake;
+
+use std::time::Duration;
+
+use chat_core::testing;
+use e2e::{Account, Api, Stream};
+use fake::{FakeProvider, Script, Wire, answer, fail};
+use serde_json::{Value, json};
+
+use crate::harness::{Target, spawn_with};
+
+const TEXT: &str = "Decorators wrap a function to extend what it does without changing its code.";
+
+/// Each check runs once against a fake OpenAI and once against a fake Anthropic.
+macro_rules! for_both_wires {
+    ($($check:ident),* $(,)?) => {
+        mod openai {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::Wire::OpenAi).await;
+                }
+            )*
+        }
+        mod anthropic {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::Wire::Anthropic).await;
+                }
+            )*
+        }
+    };
+}
+
+for_both_wires!(
+    content_and_usage_are_what_the_upstream_sent,
+    the_system_prompt_and_history_arrive_in_the_providers_shape,
+    the_model_comes_from_the_request_then_the_session_then_the_default,
+    transient_failures_are_retried_honouring_retry_after,
+    server_errors_become_a_502_after_bounded_retries,
+    overload_is_a_503_that_passes_retry_after_on,
+    rejected_credentials_are_a_misconfiguration_and_not_retried,
+    a_stream_cut_mid_way_stores_the_partial_answer_as_incomplete,
+    an_error_event_mid_stream_stores_the_partial_answer_as_incomplete,
+    a_stall_before_the_first_token_is_a_504,
+    a_stall_mid_stream_ends_with_a_timeout_and_keeps_the_partial_answer,
+    cancel_closes_the_upstream_connection_and_stores_what_arrived,
+    finish_stores_the_whole_answer_after_the_client_left,
+);
+
+struct Setup {
+    fake: FakeProvider,
+    api: Api,
+    account: Account,
+}
+
+async fn setup(wire: Wire, extra: &[(&str, &str)]) -> Setup {
+    let fake = FakeProvider::start(wire).await;
+    let target = app(&[&fake], extra).await;
+    let account = target.api.account().await;
+    Setup {
+        fake,
+        api: target.api,
+        account,
+    }
+}
+
+/// The API pointed at `fakes` (a primary, and optionally a fallback).
+async fn app(fakes: &[&FakeProvider], extra: &[(&str, &str)]) -> Target {
+    // spawn_with takes the first value it finds for a name: the test's own come first.
+    let mut env: Vec<(&str, String)> = extra
+        .iter()
+        .map(|(name, value)| (*name, (*value).to_owned()))
+        .collect();
+    env.extend([
+        ("LLM_RETRY_BASE_DELAY_MS", "10".to_owned()),
+        ("LLM_FIRST_TOKEN_TIMEOUT_SECS", "2".to_owned()),
+        ("LLM_TIMEOUT_SECS", "4".to_owned()),
+    ]);
+    for (index, fake) in fakes.iter().enumerate() {
+        for (name, value) in fake.env() {
+            if index > 0 && name == "LLM_PROVIDER" {
+                env.push(("LLM_FALLBACK_PROVIDER", value));
+            } else {
+                env.push((name, value));
+            }
+        }
+    }
+    let pairs: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    spawn_with("sqlite", testing::fresh_sqlite_url(), &pairs).await
+}
+
+impl Setup {
+    async fn chat(&self, body: Value) -> e2e::Reply {
+        self.api.chat(&self.account, &body).await
+    }
+
+    async fn stream(&self, body: Value) -> Stream {
+        self.api
+            .stream(&self.account.access_token, &body)
+            .await
+            .expect("an SSE stream")
+    }
+
+    async fn session(&self, id: &Value) -> Value {
+        self.api.session(&self.account, id.as_i64().unwrap()).await
+    }
+}
+
+fn key_of(wire: Wire) -> &'static str {
+    match wire {
+        Wire::OpenAi => "sk-test-openai-key",
+        Wire::Anthropic => "sk-ant-test-key",
+    }
+}
+
+async fn content_and_usage_are_what_the_upstream_sent(wire: Wire) {
+    let s = setup(wire, &[]).await;
+    s.fake
+        .script([answer(TEXT, Some((42, 17))), answer(TEXT, Some((50, 17)))]);
+
+    let reply = s
+        .chat(json!({ "message": "What is a decorator?" }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(reply["message"]["content"], TEXT);
+    assert_eq!(
+        reply["usage"],
+        json!({ "prompt_tokens": 42, "completion_tokens": 17, "total_tokens": 59 })
+    );
+    assert_eq!(reply["message"]["tokens"], 17);
+
+    let stream = s
+        .stream(json!({ "session_id": reply["session_id"], "message": "And again?" }))
+        .await;
+    assert_eq!(stream.text(), TEXT);
+    assert!(
+        stream
+            .names()
+            .iter()
+            .filter(|name| **name == "delta")
+            .count()
+            > 5
+    );
+    let done = &stream.last().data;
+    assert_eq!(
+        done["usage"],
+        json!({ "prompt_tokens": 50, "completion_tokens": 17, "total_tokens": 67 })
+    );
+    assert_eq!(done["message"]["content"], TEXT);
+    let stored = s.session(&reply["session_id"]).await;
+    assert_eq!(stored["messages"][3]["content"], TEXT);
+    assert_eq!(stored["messages"][3]["tokens"], 17);
+
+    if wire == Wire::OpenAi {
+        // A compatible server that reports no usage: the tokens are estimated.
+        s.fake.script([answer(TEXT, None)]);
+        let reply = s
+            .chat(json!({ "message": "No usage?" }))
+            .await
+            .expect(200)
+            .body;
+        assert!(reply["usage"]["prompt_tokens"].as_i64().unwrap() > 0);
+        assert!(reply["usage"]["completion_tokens"].as_i64().unwrap() > 5);
+    }
+}
+
+async fn the_system_prompt_and_history_arrive_in_the_providers_shape(wire: Wire) {
+    let s = setup(wire, &[("LLM_MAX_RETRIES", "0")]).await;
+    let session = s
+        .api
+        .create_session(
+            &s.account,
+            &json!({ "title": "t", "system_prompt": "Answer in one line." }),
+        )
+        .await;
+    let id = session["id"].clone();
+    s.fake.script([
+        answer("First answer.", Some((5, 2))),
+        fail(500),
+        answer(TEXT, Some((9, 9))),
+    ]);
+    s.chat(json!({ "session_id": id, "message": "First question" }))
+        .await
+        .expect(200);
+    // This question's answer fails: the history then holds two user turns in a row.
+    s.chat(json!({ "session_id": id, "message": "Second question" }))
+        .await
+        .expect(502);
+    s.stream(json!({ "session_id": id, "message": "Third question" }))
+        .await;
+
+    let requests = s.fake.requests();
+    assert_eq!(requests.len(), 3);
+    let last = &requests[2];
+    assert_eq!(last.body["stream"], true);
+    match wire {
+        Wire::OpenAi => {
+            assert_eq!(
+                last.headers["authorization"],
+                format!("Bearer {}", key_of(wire)).as_str()
+            );
+            assert_eq!(last.body["model"], "gpt-test");
+            assert_eq!(
+                last.body["stream_options"],
+                json!({ "include_usage": true })
+            );
+            assert_eq!(
+                last.body["messages"],
+                json!([
+                    { "role": "system", "content": "Answer in one line." },
+                    { "role": "user", "content": "First question" },
+                    { "role": "assistant", "content": "First answer." },
+                    { "role": "user", "content": "Second question" },
+                    { "role": "user", "content": "Third question" },
+                ])
+            );
+            assert!(requests[0].body.get("stream_options").is_none());
+        }
+        Wire::Anthropic => {
+            assert_eq!(last.headers["x-api-key"], key_of(wire));
+            assert_eq!(last.headers["anthropic-version"], "2023-06-01");
+            assert_eq!(last.body["model"], "claude-test");
+            assert_eq!(last.body["max_tokens"], 321);
+            assert_eq!(last.body["system"], "Answer in one line.");
+            // Roles alternate, starting with the user: the unanswered question is joined to the next.
+            assert_eq!(
+                last.body["messages"],
+                json!([
+                    { "role": "user", "content": "First question" },
+                    { "role": "assistant", "content": "First answer." },
+                    { "role": "user", "content": "Second question\n\nThird question" },
+                ])
+            );
+        }
+    }
+}
+
+async fn the_model_comes_from_the_request_then_the_session_then_the_default(wire: Wire) {
+    let (default, big) = match wire {
+        Wire::OpenAi => ("gpt-test", "gpt-big"),
+        Wire::Anthropic => ("claude-test", "claude-big"),
+    };
+    let models = format!("{default},{big}");
+    let s = setup(wire, &[("LLM_MODELS", &models)]).await;
+    s.fake.script((0..3).map(|_| answer(TEXT, Some((1, 1)))));
+    let plain = s
+        .chat(json!({ "message": "default model" }))
+        .await
+        .expect(200)
+        .body;
+    let session = s
+        .api
+        .create_session(&s.account, &json!({ "model": big }))
+        .await;
+    assert_eq!(session["model"], big);
+    s.chat(json!({ "session_id": session["id"], "message": "session model" }))
+        .await
+        .expect(200);
+    s.chat(json!({ "session_id": plain["session_id"], "message": "request model", "model": big }))
+        .await
+        .expect(200);
+    s.chat(json!({ "message": "not allowed", "model": "gpt-enormous" }))
+        .await
+        .expect_problem(422, "validation_failed");
+
+    let sent: Vec<String> = s
+        .fake
+        .requests()
+        .iter()
+        .map(|r| r.body["model"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sent, [default, big, big]);
+}
+
+async fn transient_failures_are_retried_honouring_retry_after(wire: Wire) {
+    let s = setup(wire, &[]).await;
+    s.fake.script([
+        Script::Fail {
+            status: 429,
+            retry_after: Some("1"),
+        },
+        fail(503),
+        answer(TEXT, Some((3, 3))),
+    ]);
+    let reply = s.chat(json!({ "message": "Busy?" })).await.expect(200).body;
+    assert_eq!(reply["message"]["content"], TEXT);
+    let requests = s.fake.requests();
+    assert_eq!(requests.len(), 3);
+    let waited = requests[1].at - requests[0].at;
+    assert!(
+        waited >= Duration::from_secs(1),
+        "retry-after was not honoured: {waited:?}"
+    );
+
+    // The same before a stream's first token.
+    s.fake.script([fail(529), answer(TEXT, Some((3, 3)))]);
+    let stream = s.stream(json!({ "message": "Busy again?" })).await;
+    assert_eq!(stream.names().last(), Some(&"done"));
+    assert_eq!(stream.text(), TEXT);
+    assert_eq!(s.fake.requests().len(), 5);
+}
+
+async fn server_errors_become_a_502_after_bounded_retries(wire: Wire) {
+    let s = setup(wire, &[("LLM_MAX_RETRIES", "2")]).await;
+    s.fake.script((0..3).map(|_| fail(500)));
+    let reply = s
+        .chat(json!({ "message": "Down?" }))
+        .await
+        .expect_problem(502, "provider_unavailable");
+    assert_eq!(s.fake.requests().len(), 3, "one attempt and two retries");
+    let stored = s.session(&reply.body["session_id"]).await;
+    assert_eq!(stored["message_count"], 1);
+    assert_eq!(stored["messages"][0]["content"], "Down?");
+
+    s.fake.script((0..3).map(|_| fail(502)));
+    let stream = s.stream(json!({ "message": "Still down?" })).await;
+    assert_eq!(stream.names(), ["start", "error"]);
+    assert_eq!(stream.last().data["code"], "provider_unavailable");
+    assert_eq!(s.fake.requests().len(), 6);
+}
+
+async fn overload_is_a_503_that_passes_retry_after_on(wire: Wire) {
+    let s = setup(wire, &[("LLM_MAX_RETRIES", "0")]).await;
+    s.fake.script([
+        Script::Fail {
+            status: 529,
+            retry_after: Some("7"),
+        },
+        fail(429),
+    ]);
+    let reply = s
+        .chat(json!({ "message": "Overloaded?" }))
+        .await
+        .expect_problem(503, "provider_overloaded");
+    assert_eq!(reply.header("retry-after"), Some("7"));
+    let reply = s
+        .chat(json!({ "message": "Limited?" }))
+        .await
+        .expect_problem(503, "provider_overloaded");
+    assert_eq!(reply.header("retry-after"), None);
+}
+
+async fn rejected_credentials_are_a_misconfiguration_and_not_retried(wire: Wire) {
+    let s = setup(wire, &[("LLM_MAX_RETRIES", "3")]).await;
+    s.fake.script([fail(401), fail(403)]);
+    let reply = s
+        .chat(json!({ "message": "Key?" }))
+        .await
+        .expect_problem(502, "provider_misconfigured");
+    let body = reply.body.to_string();
+    assert!(
+        !body.contains(key_of(wire)) && !body.contains("401"),
+        "{body}"
+    );
+    let stream = s.stream(json!({ "message": "Key again?" })).await;
+    assert_eq!(stream.last().data["code"], "provider_misconfigured");
+    assert_eq!(s.fake.requests().len(), 2, "never retried");
+}
+
+/// Checks the stored state after a stream that failed after `words` words.
+async fn partial_answer_is_stored(s: &Setup, stream: &Stream, words: usize, code: &str) {
+    let names = stream.names();
+    assert_eq!(names.first(), Some(&"start"));
+    assert_eq!(names.last(), Some(&"error"), "{names:?}");
+    assert!(!names.contains(&"done"));
+    assert_eq!(stream.last().data["code"], code);
+    let partial: String = fake::words(TEXT)[..words].concat();
+    assert_eq!(stream.text(), partial);
+    let stored = s.session(&stream.events[0].data["session_id"]).await;
+    assert_eq!(stored["message_count"], 2);
+    assert_eq!(stored["messages"][1]["status"], "incomplete");
+    assert_eq!(stored["messages"][1]["content"], partial);
+    assert!(
+        stored["messages"][1]["tokens"].as_i64().unwrap() > 0,
+        "usage is counted"
+    );
+}
+
+async fn a_stream_cut_mid_way_stores_the_partial_answer_as_incomplete(wire: Wire) {
+    let s = setup(wire, &[]).await;
+    s.fake.script([Script::CutAfter {
+        text: TEXT.into(),
+        words: 5,
+    }]);
+    let stream = s.stream(json!({ "message": "Cut?" })).await;
+    partial_answer_is_stored(&s, &stream, 5, "provider_interrupted").await;
+    assert_eq!(
+        s.fake.requests().len(),
+        1,
+        "no retry once tokens reached the client"
+    );
+}
+
+async fn an_error_event_mid_stream_stores_the_partial_answer_as_incomplete(wire: Wire) {
+    let s = setup(wire, &[]).await;
+    s.fake.script([Script::ErrorAfter {
+        text: TEXT.into(),
+        words: 3,
+    }]);
+    let stream = s.stream(json!({ "message": "Error?" })).await;
+    partial_answer_is_stored(&s, &stream, 3, "provider_interrupted").await;
+    assert_eq!(s.fake.requests().len(), 1);
+}
+
+async fn a_stall_before_the_first_token_is_a_504(wire: Wire) {
+    let s = setup(
+        wire,
+        &[
+            ("LLM_FIRST_TOKEN_TIMEOUT_SECS", "1"),
+            ("LLM_TIMEOUT_SECS", "2"),
+        ],
+    )
+    .await;
+    s.fake.script([Script::StallAfter {
+        text: TEXT.into(),
+        words: 0,
+    }]);
+    let stream = s.stream(json!({ "message": "Anyone there?" })).await;
+    assert_eq!(stream.names(), ["start", "error"]);
+    assert_eq!(
+        (
+            stream.last().data["status"].as_i64(),
+            stream.last().data["code"].as_str()
+        ),
+        (Some(504), Some("provider_timeout"))
+    );
+
+    s.fake.script([Script::StallAfter {
+        text: TEXT.into(),
+        words: 0,
+    }]);
+    let reply = s
+        .chat(json!({ "message": "Anyone at all?" }))
+        .await
+        .expect_problem(504, "provider_timeout");
+    let stored = s.session(&reply.body["session_id"]).await;
+    assert_eq!(stored["message_count"], 1);
+    assert_eq!(s.fake.requests().len(), 2, "timeouts are not retried");
+}
+
+async fn a_stall_mid_stream_ends_with_a_timeout_and_keeps_the_partial_answer(wire: Wire) {
+    let s = setup(wire, &[("LLM_TIMEOUT_SECS", "2")]).await;
+    s.fake.script([Script::StallAfter {
+        text: TEXT.into(),
+        words: 4,
+    }]);
+    let stream = s.stream(json!({ "message": "Stall?" })).await;
+    partial_answer_is_stored(&s, &stream, 4, "provider_timeout").await;
+    // The stalled upstream connection was closed, not left hanging.
+    wait_until(|| s.fake.abandoned() == 1).await;
+}
+
+/// Opens a stream, reads `start` and two deltas, then hangs up.
+async fn hang_up_after_two_deltas(s: &Setup) -> i64 {
+    use eventsource_stream::Eventsource as _;
+    use futures::StreamExt as _;
+    let response = s
+        .api
+        .request(
+            reqwest::Method::POST,
+            "/chat/stream",
+            Some(&s.account.access_token),
+        )
+        .json(&json!({ "message": "Tell me slowly" }))
+        .send()
+        .await
+        .unwrap();
+    let mut events = response.bytes_stream().eventsource();
+    let start = events.next().await.unwrap().unwrap();
+    let session_id = serde_json::from_str::<Value>(&start.data).unwrap()["session_id"]
+        .as_i64()
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(events.next().await.unwrap().unwrap().event, "delta");
+    }
+    session_id
+}
+
+async fn stored_answer(s: &Setup, session_id: i64) -> Value {
+    for _ in 0..200 {
+        let session = s.api.session(&s.account, session_id).await;
+        if session["message_count"] == 2 {
+            return session["messages"][1].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no answer was stored");
+}
+
+async fn wait_until(condition: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the condition never held");
+}
+
+async fn cancel_closes_the_upstream_connection_and_stores_what_arrived(wire: Wire) {
+    let s = setup(wire, &[("STREAM_ON_DISCONNECT", "cancel")]).await;
+    s.fake.script([Script::SlowAnswer {
+        text: TEXT.into(),
+        delay: Duration::from_millis(60),
+    }]);
+    let session_id = hang_up_after_two_deltas(&s).await;
+    let stored = stored_answer(&s, session_id).await;
+    assert_eq!(stored["status"], "incomplete");
+    let content = stored["content"].as_str().unwrap();
+    assert!(
+        TEXT.starts_with(content) && content.len() < TEXT.len(),
+        "{content}"
+    );
+    assert!(
+        stored["tokens"].as_i64().unwrap() > 0,
+        "the tokens used so far are counted"
+    );
+    wait_until(|| s.fake.abandoned() == 1).await;
+    assert_eq!(s.fake.completed(), 0);
+}
+
+async fn finish_stores_the_whole_answer_after_the_client_left(wire: Wire) {
+    let s = setup(wire, &[]).await;
+    s.fake.script([Script::SlowAnswer {
+        text: TEXT.into(),
+        delay: Duration::from_millis(30),
+    }]);
+    let session_id = hang_up_after_two_deltas(&s).await;
+    let stored = stored_answer(&s, session_id).await;
+    assert_eq!(stored["status"], "complete");
+    assert_eq!(stored["content"], TEXT);
+    assert_eq!(stored["tokens"], 7, "the provider's reported usage");
+    assert_eq!((s.fake.completed(), s.fake.abandoned()), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_answers_when_the_primary_is_down() {
+    let primary = FakeProvider::start(Wire::OpenAi).await;
+    let secondary = FakeProvider::start(Wire::Anthropic).await;
+    let target = app(&[&primary, &secondary], &[("LLM_MAX_RETRIES", "1")]).await;
+    let api = &target.api;
+    let account = api.account().await;
+    primary.script((0..4).map(|_| fail(500)));
+    secondary.script([
+        answer("From the fallback.", Some((4, 4))),
+        answer(TEXT, Some((4, 4))),
+    ]);
+
+    let reply = api
+        .chat(&account, &json!({ "message": "Anyone?" }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(reply["message"]["content"], "From the fallback.");
+    let stream = api
+        .stream(&account.access_token, &json!({ "message": "Stream?" }))
+        .await
+        .unwrap();
+    assert_eq!(stream.text(), TEXT);
+    assert_eq!(
+        primary.requests().len(),
+        4,
+        "the primary was tried, with its retries, each time"
+    );
+    let fallback_requests = secondary.requests();
+    assert_eq!(fallback_requests.len(), 2);
+    assert_eq!(
+        fallback_requests[0].body["model"], "claude-test",
+        "the fallback uses its own model"
+    );
+}
