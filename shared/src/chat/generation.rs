@@ -72,7 +72,10 @@ impl Client {
 
 async fn run(state: AppState, exchange: Exchange, events: mpsc::Sender<GenerationEvent>) {
     let mut client = Client(Some(events));
-    let deadline = Instant::now() + state.settings.llm.timeout;
+    let deadline = exchange
+        .request
+        .deadline
+        .unwrap_or_else(|| Instant::now() + state.settings.llm.timeout);
     let cancel_on_disconnect = state.settings.llm.stream_on_disconnect == OnDisconnect::Cancel;
 
     let stream = tokio::time::timeout_at(deadline, state.provider.stream(&exchange.request))

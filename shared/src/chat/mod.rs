@@ -131,6 +131,7 @@ pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<E
             model,
             system: session.system_prompt,
             turns,
+            deadline: Some(tokio::time::Instant::now() + llm.timeout),
         },
     })
 }
@@ -151,12 +152,7 @@ pub async fn finish(
     exchange: &Exchange,
     answer: Answer,
 ) -> Result<(Message, Usage)> {
-    let usage = answer.usage.unwrap_or_else(|| {
-        Usage::new(
-            tokens::estimate_prompt(&exchange.request),
-            tokens::count(&answer.content),
-        )
-    });
+    let usage = counted_usage(exchange, &answer);
     let record = UsageRecord {
         month: month_of(OffsetDateTime::now_utc()),
         model: answer.model,
@@ -181,11 +177,30 @@ pub async fn finish(
     Ok((stored, usage))
 }
 
+/// The provider's reported usage is the truth; what it did not report is estimated.
+/// An answer cut short may carry only the prompt's count (Anthropic reports it
+/// first), so its output is at least what the stored text amounts to.
+fn counted_usage(exchange: &Exchange, answer: &Answer) -> Usage {
+    let reported = answer.usage.unwrap_or_default();
+    let prompt = match reported.prompt_tokens {
+        0 => tokens::estimate_prompt(&exchange.request),
+        reported => reported,
+    };
+    let completion = match (answer.status, reported.completion_tokens) {
+        (MessageStatus::Complete, reported) if answer.usage.is_some() => reported,
+        (_, reported) => reported.max(tokens::count(&answer.content)),
+    };
+    Usage::new(prompt, completion)
+}
+
 /// A whole exchange without streaming: POST /chat. A provider failure names
 /// the session, which holds the question (a new one, if none was given).
 pub async fn complete(state: &AppState, exchange: &Exchange) -> Result<(Message, Usage)> {
-    let timeout = state.settings.llm.timeout;
-    let completion = tokio::time::timeout(timeout, state.provider.complete(&exchange.request))
+    let deadline = exchange
+        .request
+        .deadline
+        .unwrap_or_else(tokio::time::Instant::now);
+    let completion = tokio::time::timeout_at(deadline, state.provider.complete(&exchange.request))
         .await
         .unwrap_or(Err(ProviderError::Timeout))
         .map_err(|source| ApiError::Provider {

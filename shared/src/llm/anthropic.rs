@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, Turn, Usage, http,
-    until_first_token,
+    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, Usage, alternating,
+    http, until_first_token,
 };
 use crate::{config::AnthropicSettings, store::Role};
 
@@ -49,7 +49,6 @@ impl WireUsage {
 struct WireMessage {
     content: Vec<WireBlock>,
     usage: WireUsage,
-    model: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,7 +71,7 @@ impl AnthropicProvider {
     }
 
     fn body(&self, request: &ChatRequest, stream: bool) -> Value {
-        let messages: Vec<Value> = normalise(&request.turns)
+        let messages: Vec<Value> = alternating(&request.turns)
             .into_iter()
             .map(|turn| {
                 let role = match turn.role {
@@ -118,24 +117,6 @@ impl AnthropicProvider {
     }
 }
 
-/// The Messages API wants strictly alternating roles starting with the user.
-/// Stored history need not be: a question whose answer failed is followed by
-/// the next question. Consecutive turns of one role are joined, and anything
-/// before the first user turn is dropped.
-fn normalise(turns: &[Turn]) -> Vec<Turn> {
-    let mut normalised: Vec<Turn> = Vec::with_capacity(turns.len());
-    for turn in turns.iter().skip_while(|turn| turn.role != Role::User) {
-        match normalised.last_mut() {
-            Some(last) if last.role == turn.role => {
-                last.content.push_str("\n\n");
-                last.content.push_str(&turn.content);
-            }
-            _ => normalised.push(turn.clone()),
-        }
-    }
-    normalised
-}
-
 /// The parser of one stream: `message_start` brings the prompt's usage,
 /// `message_delta` the output's, `message_stop` ends it.
 fn event_parser() -> impl FnMut(Event) -> http::Step + Send + 'static {
@@ -163,6 +144,10 @@ fn event_parser() -> impl FnMut(Event) -> http::Step + Send + 'static {
             "message_delta" => {
                 if let Some(output) = data["usage"]["output_tokens"].as_i64() {
                     usage.output_tokens = output;
+                    step.chunks.push(Chunk::Usage(Usage::new(
+                        usage.prompt_tokens(),
+                        usage.output_tokens,
+                    )));
                 }
             }
             "message_stop" => {
@@ -221,7 +206,7 @@ impl Provider for AnthropicProvider {
                 message.usage.prompt_tokens(),
                 message.usage.output_tokens,
             )),
-            model: message.model.unwrap_or_else(|| request.model.clone()),
+            model: request.model.clone(),
         })
     }
 
@@ -232,35 +217,5 @@ impl Provider for AnthropicProvider {
             model: request.model.clone(),
             chunks: until_first_token(chunks).await?,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn turn(role: Role, content: &str) -> Turn {
-        Turn {
-            role,
-            content: content.into(),
-        }
-    }
-
-    #[test]
-    fn history_alternates_and_starts_with_the_user() {
-        let turns = [
-            turn(Role::Assistant, "orphaned answer"),
-            turn(Role::User, "first question, whose answer failed"),
-            turn(Role::User, "second question"),
-            turn(Role::Assistant, "answer"),
-            turn(Role::User, "third"),
-        ];
-        let normalised = normalise(&turns);
-        let roles: Vec<Role> = normalised.iter().map(|turn| turn.role).collect();
-        assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
-        assert_eq!(
-            normalised[0].content,
-            "first question, whose answer failed\n\nsecond question"
-        );
     }
 }

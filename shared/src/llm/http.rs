@@ -49,6 +49,11 @@ pub async fn status_error(provider: &str, response: Response) -> ProviderError {
             message,
             retry_after,
         },
+        // OpenAI answers 429 when the account is out of credit: no retry will help.
+        429 if body.contains("insufficient_quota") => {
+            tracing::error!(body = %text, "{provider} says this account has no quota left");
+            ProviderError::Misconfigured(message)
+        }
         429 | 529 => ProviderError::Overloaded { retry_after },
         _ if status.is_server_error() => ProviderError::Unavailable {
             message,
@@ -79,6 +84,8 @@ pub struct Step {
     pub chunks: Vec<Chunk>,
     /// The provider's own end-of-answer marker arrived.
     pub finished: bool,
+    /// The answer is whole, so the body may end here even without the marker.
+    pub may_end: bool,
     pub error: Option<ProviderError>,
 }
 
@@ -95,6 +102,7 @@ where
         /// Delivered after `pending`, then the stream ends.
         error: Option<ProviderError>,
         done: bool,
+        may_end: bool,
     }
     let state = State {
         events: response.bytes_stream().eventsource(),
@@ -102,6 +110,7 @@ where
         pending: VecDeque::new(),
         error: None,
         done: false,
+        may_end: false,
     };
     stream::unfold(state, move |mut state| async move {
         loop {
@@ -119,6 +128,7 @@ where
                     let step = (state.parse)(event);
                     state.pending.extend(step.chunks);
                     state.done = step.finished || step.error.is_some();
+                    state.may_end |= step.may_end;
                     state.error = step.error;
                 }
                 Some(Err(err)) => {
@@ -129,6 +139,7 @@ where
                         "reading the {provider} stream failed: {err}"
                     )));
                 }
+                None if state.may_end => return None,
                 None => {
                     state.done = true;
                     state.error = Some(ProviderError::unavailable(format!(

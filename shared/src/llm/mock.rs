@@ -157,6 +157,7 @@ mod tests {
                 role: Role::User,
                 content: text.into(),
             }],
+            deadline: None,
         }
     }
 

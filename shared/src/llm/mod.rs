@@ -47,6 +47,8 @@ pub struct ChatRequest {
     pub system: Option<String>,
     /// Oldest first; the last turn is the user's new message.
     pub turns: Vec<Turn>,
+    /// When the caller stops waiting: retries that would end later are not made.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -180,6 +182,51 @@ pub trait Provider: Send + Sync + 'static {
     async fn stream(&self, request: &ChatRequest) -> Result<ProviderStream, ProviderError>;
 }
 
+/// History as strict chat templates want it: roles alternate and the first turn
+/// is the user's. Stored history need not be: a question whose answer failed is
+/// followed by the next question, and an answer can be empty. Empty turns are
+/// dropped, consecutive turns of one role joined, and anything before the first
+/// user turn dropped.
+pub fn alternating(turns: &[Turn]) -> Vec<Turn> {
+    let mut result: Vec<Turn> = Vec::with_capacity(turns.len());
+    let kept = turns
+        .iter()
+        .filter(|turn| !turn.content.trim().is_empty())
+        .skip_while(|turn| turn.role != Role::User);
+    for turn in kept {
+        match result.last_mut() {
+            Some(last) if last.role == turn.role => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&turn.content);
+            }
+            _ => result.push(turn.clone()),
+        }
+    }
+    result
+}
+
+/// For functions that serve no chat route: nothing to build at a cold start.
+pub struct NoProvider;
+
+#[async_trait]
+impl Provider for NoProvider {
+    fn default_model(&self) -> &str {
+        "none"
+    }
+
+    async fn complete(&self, _: &ChatRequest) -> Result<Completion, ProviderError> {
+        Err(ProviderError::Misconfigured(
+            "this function serves no chat routes".into(),
+        ))
+    }
+
+    async fn stream(&self, _: &ChatRequest) -> Result<ProviderStream, ProviderError> {
+        Err(ProviderError::Misconfigured(
+            "this function serves no chat routes".into(),
+        ))
+    }
+}
+
 /// Reads `chunks` up to its first text delta. A failure before it is returned
 /// as the error; failures after it arrive in the stream as interruptions.
 pub async fn until_first_token(mut chunks: ChunkStream) -> Result<ChunkStream, ProviderError> {
@@ -213,4 +260,37 @@ fn build(settings: &LlmSettings, kind: ProviderKind) -> anyhow::Result<Arc<dyn P
         ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(&settings.anthropic, client()?)),
     };
     Ok(Arc::new(Retrying::new(provider, settings)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(role: Role, content: &str) -> Turn {
+        Turn {
+            role,
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn history_alternates_and_starts_with_the_user() {
+        let turns = [
+            turn(Role::Assistant, "orphaned answer"),
+            turn(Role::User, "first question, whose answer failed"),
+            turn(Role::User, "second question"),
+            turn(Role::Assistant, "answer"),
+            turn(Role::User, "third"),
+            turn(Role::Assistant, "  "),
+            turn(Role::User, "fourth, after an empty answer"),
+        ];
+        let result = alternating(&turns);
+        let roles: Vec<Role> = result.iter().map(|turn| turn.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
+        assert_eq!(
+            result[0].content,
+            "first question, whose answer failed\n\nsecond question"
+        );
+        assert_eq!(result[2].content, "third\n\nfourth, after an empty answer");
+    }
 }

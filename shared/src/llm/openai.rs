@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, Usage, http,
-    until_first_token,
+    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, Usage, alternating,
+    http, until_first_token,
 };
 use crate::{config::OpenAiSettings, store::Role};
 
@@ -23,7 +23,9 @@ pub struct OpenAiProvider {
 
 #[derive(Deserialize)]
 struct WireUsage {
+    #[serde(default)]
     prompt_tokens: i64,
+    #[serde(default)]
     completion_tokens: i64,
 }
 
@@ -37,7 +39,6 @@ impl From<WireUsage> for Usage {
 struct WireCompletion {
     choices: Vec<WireChoice>,
     usage: Option<WireUsage>,
-    model: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -60,10 +61,13 @@ struct WireChunk {
 
 #[derive(Deserialize)]
 struct WireChunkChoice {
+    /// Absent on some proxies' content-filter chunks.
+    #[serde(default)]
     delta: WireDelta,
+    finish_reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireDelta {
     content: Option<String>,
 }
@@ -84,7 +88,7 @@ impl OpenAiProvider {
             .system
             .iter()
             .map(|system| json!({ "role": "system", "content": system }));
-        let turns = request.turns.iter().map(|turn| {
+        let turns = alternating(&request.turns).into_iter().map(|turn| {
             let role = match turn.role {
                 Role::User => "user",
                 Role::Assistant => "assistant",
@@ -152,6 +156,8 @@ fn parse_event(event: Event) -> http::Step {
         if let Some(content) = choice.delta.content.filter(|content| !content.is_empty()) {
             step.chunks.push(Chunk::Delta(content));
         }
+        // Some servers (older llama.cpp) close the stream after this without [DONE].
+        step.may_end |= choice.finish_reason.is_some();
     }
     if let Some(usage) = chunk.usage {
         step.chunks.push(Chunk::Usage(usage.into()));
@@ -179,7 +185,7 @@ impl Provider for OpenAiProvider {
         Ok(Completion {
             content,
             usage: completion.usage.map(Usage::from),
-            model: completion.model.unwrap_or_else(|| request.model.clone()),
+            model: request.model.clone(),
         })
     }
 
@@ -217,6 +223,7 @@ mod tests {
                     content: "Bye".into(),
                 },
             ],
+            deadline: None,
         };
         let body = OpenAiProvider::body(&request, true);
         assert_eq!(

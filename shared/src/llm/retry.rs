@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use rand::RngExt as _;
+use tokio::time::Instant;
 
 use super::{ChatRequest, Completion, Provider, ProviderError, ProviderStream};
 use crate::config::LlmSettings;
@@ -34,22 +35,42 @@ impl Retrying {
     }
 
     /// How long to wait before retry number `retry` (0-based) after `err`, or
-    /// `None` when it should not be retried.
-    fn backoff(&self, retry: u32, err: &ProviderError) -> Option<Duration> {
+    /// `None` when it should not be retried: a permanent error, no retries left,
+    /// or a wait that would outlast the request's deadline (the caller then gets
+    /// the error, and its retry-after, at once).
+    fn backoff(
+        &self,
+        retry: u32,
+        err: &ProviderError,
+        deadline: Option<Instant>,
+    ) -> Option<Duration> {
         if retry >= self.max_retries || !err.is_transient() {
             return None;
         }
-        match err.retry_after() {
-            Some(wait) if wait > MAX_RETRY_AFTER => None,
-            Some(wait) => Some(wait),
+        let wait = match err.retry_after() {
+            Some(wait) if wait > MAX_RETRY_AFTER => return None,
+            Some(wait) => wait,
             None => {
                 let ceiling = self
                     .base_delay
                     .saturating_mul(2u32.saturating_pow(retry))
                     .min(MAX_BACKOFF);
-                Some(ceiling.mul_f64(rand::rng().random_range(0.0..=1.0)))
+                ceiling.mul_f64(rand::rng().random_range(0.0..=1.0))
             }
+        };
+        match deadline {
+            Some(deadline) if Instant::now() + wait >= deadline => None,
+            _ => Some(wait),
         }
+    }
+
+    /// One attempt may take `first_token_timeout` (for a whole answer, the
+    /// answer), so a stalled provider leaves time for a retry or the fallback.
+    fn attempt_deadline(&self, request: &ChatRequest) -> Instant {
+        let attempt = Instant::now() + self.first_token_timeout;
+        request
+            .deadline
+            .map_or(attempt, |deadline| deadline.min(attempt))
     }
 }
 
@@ -60,40 +81,41 @@ impl Provider for Retrying {
     }
 
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, ProviderError> {
-        let mut retry = 0;
-        loop {
-            match self.inner.complete(request).await {
-                Ok(completion) => return Ok(completion),
-                Err(err) => match self.backoff(retry, &err) {
-                    Some(wait) => {
-                        tracing::warn!(error = %err, retry = retry + 1, ?wait, "retrying the provider");
-                        tokio::time::sleep(wait).await;
-                        retry += 1;
-                    }
-                    None => return Err(err),
-                },
-            }
-        }
+        self.with_retries(request, || self.inner.complete(request))
+            .await
     }
 
     async fn stream(&self, request: &ChatRequest) -> Result<ProviderStream, ProviderError> {
+        self.with_retries(request, || self.inner.stream(request))
+            .await
+    }
+}
+
+impl Retrying {
+    async fn with_retries<T, F, Attempt>(
+        &self,
+        request: &ChatRequest,
+        attempt: F,
+    ) -> Result<T, ProviderError>
+    where
+        F: Fn() -> Attempt,
+        Attempt: Future<Output = Result<T, ProviderError>>,
+    {
         let mut retry = 0;
         loop {
-            let attempt =
-                tokio::time::timeout(self.first_token_timeout, self.inner.stream(request))
-                    .await
-                    .unwrap_or(Err(ProviderError::Timeout));
-            match attempt {
-                Ok(stream) => return Ok(stream),
-                Err(err) => match self.backoff(retry, &err) {
-                    Some(wait) => {
-                        tracing::warn!(error = %err, retry = retry + 1, ?wait, "retrying the provider");
-                        tokio::time::sleep(wait).await;
-                        retry += 1;
-                    }
-                    None => return Err(err),
-                },
-            }
+            let outcome = tokio::time::timeout_at(self.attempt_deadline(request), attempt())
+                .await
+                .unwrap_or(Err(ProviderError::Timeout));
+            let err = match outcome {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let Some(wait) = self.backoff(retry, &err, request.deadline) else {
+                return Err(err);
+            };
+            tracing::warn!(error = %err, retry = retry + 1, ?wait, "retrying the provider");
+            tokio::time::sleep(wait).await;
+            retry += 1;
         }
     }
 }
@@ -118,10 +140,16 @@ mod tests {
         let policy = retrying(3);
         let err = ProviderError::unavailable("500");
         for (retry, ceiling) in [(0, 100), (1, 200), (2, 400)] {
-            let wait = policy.backoff(retry, &err).unwrap();
+            let wait = policy.backoff(retry, &err, None).unwrap();
             assert!(wait <= Duration::from_millis(ceiling), "{retry}: {wait:?}");
         }
-        assert_eq!(policy.backoff(3, &err), None);
+        assert_eq!(policy.backoff(3, &err, None), None);
+        // Never past the caller's deadline.
+        let soon = Some(Instant::now() + Duration::from_millis(1));
+        let limited = ProviderError::Overloaded {
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        assert_eq!(policy.backoff(0, &limited, soon), None);
     }
 
     #[test]
@@ -130,19 +158,22 @@ mod tests {
         let limited = ProviderError::Overloaded {
             retry_after: Some(Duration::from_secs(2)),
         };
-        assert_eq!(policy.backoff(0, &limited), Some(Duration::from_secs(2)));
+        assert_eq!(
+            policy.backoff(0, &limited, None),
+            Some(Duration::from_secs(2))
+        );
         let too_long = ProviderError::Overloaded {
             retry_after: Some(Duration::from_secs(600)),
         };
-        assert_eq!(policy.backoff(0, &too_long), None);
+        assert_eq!(policy.backoff(0, &too_long, None), None);
         assert_eq!(
-            policy.backoff(0, &ProviderError::Misconfigured("401".into())),
+            policy.backoff(0, &ProviderError::Misconfigured("401".into()), None),
             None
         );
         assert_eq!(
-            policy.backoff(0, &ProviderError::Rejected("400".into())),
+            policy.backoff(0, &ProviderError::Rejected("400".into()), None),
             None
         );
-        assert_eq!(policy.backoff(0, &ProviderError::Timeout), None);
+        assert_eq!(policy.backoff(0, &ProviderError::Timeout, None), None);
     }
 }

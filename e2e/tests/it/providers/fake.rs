@@ -49,6 +49,11 @@ pub enum Script {
     ErrorAfter { text: String, words: usize },
     /// Streams `words` words, then goes silent with the connection open.
     StallAfter { text: String, words: usize },
+    /// OpenAI's 429 for an account without credit.
+    QuotaExhausted,
+    /// A whole stream, usage included, that ends without OpenAI's `[DONE]`
+    /// (as older llama.cpp servers do).
+    AnswerWithoutDone { text: String },
 }
 
 pub fn answer(text: &str, usage: Option<(i64, i64)>) -> Script {
@@ -177,6 +182,10 @@ async fn handle(
     {
         return failure(fake.wire, *status, *retry_after);
     }
+    if let Script::QuotaExhausted = &script {
+        let body = json!({ "error": { "message": "You exceeded your current quota.", "type": "insufficient_quota", "code": "insufficient_quota" } });
+        return (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    }
     if !streaming {
         return whole(fake.wire, &model, &script).await;
     }
@@ -190,9 +199,15 @@ async fn handle(
 
 fn failure(wire: Wire, status: u16, retry_after: Option<&str>) -> Response {
     let status = StatusCode::from_u16(status).unwrap();
+    // Like the real APIs, a 401 names the key it refused.
+    let message = if status == StatusCode::UNAUTHORIZED {
+        "Incorrect API key provided: sk-test-openai-key / sk-ant-test-key".to_owned()
+    } else {
+        format!("scripted {status}")
+    };
     let body = match wire {
         Wire::OpenAi => {
-            json!({ "error": { "message": format!("scripted {status}"), "type": "server_error", "code": null } })
+            json!({ "error": { "message": message, "type": "server_error", "code": null } })
         }
         Wire::Anthropic => {
             let kind = match status.as_u16() {
@@ -201,7 +216,7 @@ fn failure(wire: Wire, status: u16, retry_after: Option<&str>) -> Response {
                 529 => "overloaded_error",
                 _ => "api_error",
             };
-            json!({ "type": "error", "error": { "type": kind, "message": format!("scripted {status}") } })
+            json!({ "type": "error", "error": { "type": kind, "message": message } })
         }
     };
     let mut response = (status, Json(body)).into_response();
@@ -217,12 +232,17 @@ fn failure(wire: Wire, status: u16, retry_after: Option<&str>) -> Response {
 async fn whole(wire: Wire, model: &str, script: &Script) -> Response {
     let (text, usage) = match script {
         Script::Answer { text, usage } => (text.clone(), *usage),
-        Script::SlowAnswer { text, .. } => (text.clone(), None),
+        Script::SlowAnswer { text, .. } | Script::AnswerWithoutDone { text } => {
+            (text.clone(), None)
+        }
         Script::StallAfter { .. } => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             unreachable!("the client gives up first")
         }
-        Script::CutAfter { .. } | Script::ErrorAfter { .. } | Script::Fail { .. } => {
+        Script::CutAfter { .. }
+        | Script::ErrorAfter { .. }
+        | Script::Fail { .. }
+        | Script::QuotaExhausted => {
             return failure(wire, 500, None);
         }
     };
@@ -280,7 +300,16 @@ async fn stream_script(
         Script::StallAfter { text, words } => {
             (text, None, Duration::ZERO, Some(words), Ending::Stall)
         }
-        Script::Fail { .. } => unreachable!("failures are answered before streaming"),
+        Script::AnswerWithoutDone { text } => (
+            text,
+            Some((6, 6)),
+            Duration::ZERO,
+            None,
+            Ending::DoneWithoutMarker,
+        ),
+        Script::Fail { .. } | Script::QuotaExhausted => {
+            unreachable!("failures are answered before streaming")
+        }
     };
     let send = |frame: String| {
         let sender = sender.clone();
@@ -316,6 +345,13 @@ async fn stream_script(
             }
             fake.shared.lock().unwrap().completed += 1;
         }
+        Ending::DoneWithoutMarker => {
+            let frames = closing(wire, &model, usage);
+            for frame in frames.into_iter().filter(|frame| !frame.contains("[DONE]")) {
+                send(frame).await;
+            }
+            fake.shared.lock().unwrap().completed += 1;
+        }
         Ending::Cut => {}
         Ending::ErrorEvent => {
             let frame = match wire {
@@ -340,6 +376,7 @@ async fn stream_script(
 
 enum Ending {
     Done,
+    DoneWithoutMarker,
     Cut,
     ErrorEvent,
     Stall,

@@ -47,6 +47,7 @@ for_both_wires!(
     a_stream_cut_mid_way_stores_the_partial_answer_as_incomplete,
     an_error_event_mid_stream_stores_the_partial_answer_as_incomplete,
     a_stall_before_the_first_token_is_a_504,
+    an_empty_answer_does_not_break_the_next_request,
     a_stall_mid_stream_ends_with_a_timeout_and_keeps_the_partial_answer,
     cancel_closes_the_upstream_connection_and_stores_what_arrived,
     finish_stores_the_whole_answer_after_the_client_left,
@@ -213,14 +214,15 @@ async fn the_system_prompt_and_history_arrive_in_the_providers_shape(wire: Wire)
                 last.body["stream_options"],
                 json!({ "include_usage": true })
             );
+            // Roles alternate (strict chat templates refuse anything else): the
+            // unanswered question is joined to the next.
             assert_eq!(
                 last.body["messages"],
                 json!([
                     { "role": "system", "content": "Answer in one line." },
                     { "role": "user", "content": "First question" },
                     { "role": "assistant", "content": "First answer." },
-                    { "role": "user", "content": "Second question" },
-                    { "role": "user", "content": "Third question" },
+                    { "role": "user", "content": "Second question\n\nThird question" },
                 ])
             );
             assert!(requests[0].body.get("stream_options").is_none());
@@ -577,4 +579,90 @@ async fn the_fallback_answers_when_the_primary_is_down() {
         fallback_requests[0].body["model"], "claude-test",
         "the fallback uses its own model"
     );
+}
+
+async fn an_empty_answer_does_not_break_the_next_request(wire: Wire) {
+    let s = setup(wire, &[]).await;
+    s.fake
+        .script([answer("", Some((3, 0))), answer(TEXT, Some((3, 3)))]);
+    let first = s
+        .chat(json!({ "message": "Say nothing" }))
+        .await
+        .expect(200)
+        .body;
+    s.chat(json!({ "session_id": first["session_id"], "message": "Now say something" }))
+        .await
+        .expect(200);
+    let sent = &s.fake.requests()[1].body["messages"];
+    let turns: Vec<&Value> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .collect();
+    assert_eq!(turns.len(), 1, "{sent}");
+    assert_eq!(turns[0]["content"], "Say nothing\n\nNow say something");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_primary_falls_back_after_the_first_token_timeout() {
+    let primary = FakeProvider::start(Wire::OpenAi).await;
+    let secondary = FakeProvider::start(Wire::Anthropic).await;
+    // The whole call may take 30 s: only the per-attempt timeout leaves the
+    // fallback time to answer.
+    let extra = [
+        ("LLM_FIRST_TOKEN_TIMEOUT_SECS", "1"),
+        ("LLM_TIMEOUT_SECS", "30"),
+        ("LLM_MAX_RETRIES", "0"),
+    ];
+    let target = app(&[&primary, &secondary], &extra).await;
+    let account = target.api.account().await;
+    let stall = || Script::StallAfter {
+        text: TEXT.into(),
+        words: 0,
+    };
+    primary.script([stall(), stall()]);
+    secondary.script([
+        answer("Fallback, whole.", Some((2, 2))),
+        answer(TEXT, Some((2, 2))),
+    ]);
+
+    let reply = target
+        .api
+        .chat(&account, &json!({ "message": "Hello?" }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(reply["message"]["content"], "Fallback, whole.");
+    let stream = target
+        .api
+        .stream(&account.access_token, &json!({ "message": "Hello again?" }))
+        .await
+        .unwrap();
+    assert_eq!(stream.text(), TEXT);
+    assert_eq!(
+        (primary.requests().len(), secondary.requests().len()),
+        (2, 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_quota_exhaustion_is_a_misconfiguration_not_an_overload() {
+    let s = setup(Wire::OpenAi, &[("LLM_MAX_RETRIES", "3")]).await;
+    s.fake.script([Script::QuotaExhausted]);
+    s.chat(json!({ "message": "Credit?" }))
+        .await
+        .expect_problem(502, "provider_misconfigured");
+    assert_eq!(s.fake.requests().len(), 1, "not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_stream_without_done_but_finished_is_complete() {
+    let s = setup(Wire::OpenAi, &[]).await;
+    s.fake
+        .script([Script::AnswerWithoutDone { text: TEXT.into() }]);
+    let stream = s.stream(json!({ "message": "Old llama.cpp?" })).await;
+    assert_eq!(stream.names().last(), Some(&"done"), "{:?}", stream.names());
+    assert_eq!(stream.last().data["message"]["status"], "complete");
+    assert_eq!(stream.last().data["usage"]["completion_tokens"], 6);
 }
