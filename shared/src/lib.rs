@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod function;
 pub mod llm;
 pub mod routes;
 pub mod server;

@@ -4,9 +4,8 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sqlx=warn"));
+pub fn init(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     // try_init: a second call (tests, a reused Lambda sandbox) keeps the first subscriber.
     let _ = match format {
@@ -14,6 +13,7 @@ pub fn init(format: LogFormat) {
             .with(
                 fmt::layer()
                     .json()
+                    .with_ansi(false)
                     .flatten_event(true)
                     .with_current_span(true),
             )

@@ -7,14 +7,14 @@ use chat_core::{config::Settings, server::Application, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     // A bad configuration is one line naming the variable, not a backtrace.
-    let settings = match Settings::from_env() {
+    let settings = match Settings::load().await {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("configuration error: {err}");
             return ExitCode::from(2);
         }
     };
-    telemetry::init(settings.log_format);
+    telemetry::init(settings.log_format, &settings.log_filter);
     let app = match Application::build(&settings).await {
         Ok(app) => app,
         Err(err) => {

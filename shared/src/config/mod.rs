@@ -4,6 +4,7 @@
 //! with one line naming the variable, instead of failing on the first request.
 
 mod llm;
+mod secrets;
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -35,6 +36,8 @@ impl ConfigError {
 pub struct Settings {
     pub port: u16,
     pub log_format: LogFormat,
+    /// `RUST_LOG`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else `info`.
+    pub log_filter: String,
     /// Production refuses to start with a generated JWT key.
     pub production: bool,
     pub db: DbSettings,
@@ -75,16 +78,25 @@ pub enum LogFormat {
 impl Settings {
     /// Reads the process environment, after loading `.env` when one is present
     /// (never on Lambda, where configuration comes from the function only).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none() {
-            // A missing .env is normal; a malformed one is worth stopping for.
-            if let Err(err) = dotenvy::dotenv()
-                && !err.not_found()
-            {
-                return Err(ConfigError::new(".env", err));
-            }
-        }
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// The environment (and `.env`), overlaid with the JSON secret named by
+    /// `SECRETS_MANAGER_SECRET_ID` when it is set: its keys win.
+    pub async fn load() -> Result<Self, ConfigError> {
+        load_dotenv()?;
+        let Some(secret_id) = std::env::var("SECRETS_MANAGER_SECRET_ID")
+            .ok()
+            .filter(|id| !id.trim().is_empty())
+        else {
+            return Self::from_lookup(|name| std::env::var(name).ok());
+        };
+        let overrides = secrets::fetch(&secret_id)
+            .await
+            .map_err(|err| ConfigError::new("SECRETS_MANAGER_SECRET_ID", format!("{err:#}")))?;
+        Self::from_lookup(|name| {
+            overrides
+                .get(name)
+                .cloned()
+                .or_else(|| std::env::var(name).ok())
+        })
     }
 
     /// Parses settings from any source of variables (the environment, a test's map).
@@ -111,11 +123,23 @@ impl Settings {
 
         Ok(Self {
             port: vars.parsed("PORT", 8000)?,
+            // CloudWatch wants one JSON object per line.
             log_format: vars.choice(
                 "LOG_FORMAT",
-                LogFormat::Pretty,
+                if on_lambda {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Pretty
+                },
                 &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
             )?,
+            log_filter: vars
+                .get("RUST_LOG")
+                .or_else(|| {
+                    vars.get("AWS_LAMBDA_LOG_LEVEL")
+                        .map(|level| level.to_lowercase())
+                })
+                .unwrap_or_else(|| "info,sqlx=warn".to_owned()),
             production,
             db: DbSettings {
                 url: vars
@@ -141,6 +165,19 @@ impl Settings {
                 request_timeout: Duration::from_secs(vars.positive("REQUEST_TIMEOUT_SECS", 300)?),
             },
         })
+    }
+}
+
+/// Loads `.env` into the environment in development; never on Lambda, where
+/// configuration comes from the function alone.
+fn load_dotenv() -> Result<(), ConfigError> {
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        return Ok(());
+    }
+    match dotenvy::dotenv() {
+        // A missing .env is normal; a malformed one is worth stopping for.
+        Err(err) if !err.not_found() => Err(ConfigError::new(".env", err)),
+        _ => Ok(()),
     }
 }
 

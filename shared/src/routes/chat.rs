@@ -1,25 +1,11 @@
-//! /chat: one answer as JSON, or the same exchange as a Server-Sent-Events stream.
+//! POST /chat: one exchange, answered as JSON.
 
-use std::{convert::Infallible, time::Duration};
-
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{HeaderName, HeaderValue},
-    response::{
-        IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
-    },
-    routing::post,
-};
-use futures::{StreamExt, stream};
+use axum::{Json, Router, extract::State, routing::post};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     auth::CurrentUser,
-    chat::{self, ChatInput, GenerationEvent},
+    chat::{self, ChatInput},
     error::Result,
     extract::AppJson,
     llm::Usage,
@@ -27,18 +13,14 @@ use crate::{
     store::Message,
 };
 
-/// Proxies close idle connections; a comment this often keeps a slow answer alive.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/chat", post(chat_once))
-        .route("/chat/stream", post(chat_stream))
+    Router::new().route("/chat", post(chat_once))
 }
 
+/// The body of POST /chat and POST /chat/stream.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ChatBody {
+pub(super) struct ChatBody {
     session_id: Option<i64>,
     message: String,
     model: Option<String>,
@@ -52,7 +34,7 @@ struct ChatReply {
 }
 
 impl ChatBody {
-    fn parse(&self, state: &AppState) -> Result<ChatInput> {
+    pub(super) fn parse(&self, state: &AppState) -> Result<ChatInput> {
         ChatInput::parse(state, self.session_id, &self.message, self.model.as_deref())
     }
 }
@@ -71,54 +53,4 @@ async fn chat_once(
         message,
         usage,
     }))
-}
-
-/// Errors found before the stream starts (validation, unknown session) are
-/// ordinary problem responses; after `start`, failures arrive as an `error` event.
-#[tracing::instrument(skip_all, fields(user_id = user.id))]
-async fn chat_stream(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    AppJson(body): AppJson<ChatBody>,
-) -> Result<Response> {
-    let input = body.parse(&state)?;
-    let exchange = chat::begin(&state, user.id, input).await?;
-    let start = event(
-        "start",
-        &json!({ "session_id": exchange.session_id, "user_message": exchange.user_message }),
-    );
-    let generation = chat::spawn_generation(state.clone(), exchange);
-    let events =
-        stream::once(async move { start }).chain(ReceiverStream::new(generation).map(to_event));
-    let mut response = Sse::new(events.map(Ok::<_, Infallible>))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text(" keep-alive"))
-        .into_response();
-    // nginx and some proxies buffer responses unless told not to.
-    response.headers_mut().insert(
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
-    response.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
-    Ok(response)
-}
-
-fn to_event(generation: GenerationEvent) -> Event {
-    match generation {
-        GenerationEvent::Delta(content) => event("delta", &json!({ "content": content })),
-        GenerationEvent::Done { message, usage } => {
-            event("done", &json!({ "message": message, "usage": usage }))
-        }
-        GenerationEvent::Error(problem) => event("error", &problem),
-    }
-}
-
-/// Every event carries JSON, so content with newlines survives the SSE framing.
-fn event(name: &str, data: &impl Serialize) -> Event {
-    Event::default()
-        .event(name)
-        .json_data(data)
-        .unwrap_or_else(|_| Event::default().event("error").data("{}"))
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod chat_stream;
 pub mod health;
 pub mod sessions;
 
@@ -16,5 +17,6 @@ pub fn all() -> Router<AppState> {
         .merge(auth::router())
         .merge(sessions::router())
         .merge(chat::router())
+        .merge(chat_stream::router())
         .merge(health::router())
 }
