@@ -10,10 +10,34 @@ use serde_json::{Value, json};
 
 pub const PASSWORD: &str = "secret123";
 
+/// Where an API runs: one server, or Lambda functions each serving a group.
+#[derive(Clone)]
+enum Routing {
+    /// Every route at one base URL.
+    Server(String),
+    /// `cargo lambda watch` or function URLs: `{base}/{function}{path}`.
+    Lambda(String),
+}
+
 #[derive(Clone)]
 pub struct Api {
-    base: String,
+    routing: Routing,
     client: reqwest::Client,
+}
+
+/// The Lambda function that serves `path`, as template.yaml routes it.
+pub fn function_for(path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or_default();
+    if path.starts_with("/auth") {
+        "auth"
+    } else if path.starts_with("/chat/stream") {
+        "chat-stream"
+    } else if path.starts_with("/chat") {
+        "chat"
+    } else {
+        // /sessions, /health, and anything unknown.
+        "sessions"
+    }
 }
 
 /// A registered, logged-in user.
@@ -133,15 +157,30 @@ pub fn unique_email(prefix: &str) -> String {
 }
 
 impl Api {
-    pub fn new(base: impl Into<String>) -> Self {
+    /// `http://host:port` for a server; `lambda+http://host:port/lambda-url`
+    /// for Lambda functions under one URL prefix (the `cargo lambda watch` layout).
+    pub fn new(base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        let routing = match base.strip_prefix("lambda+") {
+            Some(base) => Routing::Lambda(base.to_owned()),
+            None => Routing::Server(base.to_owned()),
+        };
         Self {
-            base: base.into().trim_end_matches('/').to_owned(),
+            routing,
             client: reqwest::Client::new(),
         }
     }
 
+    /// Whether this API is Lambda functions (behind an emulator or function URLs).
+    pub fn is_lambda(&self) -> bool {
+        matches!(self.routing, Routing::Lambda(_))
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        match &self.routing {
+            Routing::Server(base) => format!("{base}{path}"),
+            Routing::Lambda(base) => format!("{base}/{}{path}", function_for(path)),
+        }
     }
 
     pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {

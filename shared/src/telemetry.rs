@@ -15,7 +15,8 @@ pub fn init(format: LogFormat, filter: &str) {
                     .json()
                     .with_ansi(false)
                     .flatten_event(true)
-                    .with_current_span(true),
+                    .with_current_span(true)
+                    .with_span_list(false),
             )
             .try_init(),
         LogFormat::Pretty => registry.with(fmt::layer()).try_init(),

@@ -1,7 +1,9 @@
 //! Where the scenarios run. In-process targets are the real `Application`
 //! (Router, middleware, store) on an ephemeral port, one fresh database each.
 //!
-//! Remote targets come from the environment:
+//! Remote targets come from the environment (a URL, or `lambda+URL` for the
+//! Lambda functions under `cargo lambda watch`, e.g.
+//! `lambda+http://127.0.0.1:9000/lambda-url`):
 //! - `E2E_BASE_URL`: an API with the mock provider answering normally;
 //! - `E2E_FAILING_BASE_URL`: one whose mock fails (`MOCK_FAIL=always`);
 //! - `E2E_MIDSTREAM_BASE_URL`: one whose mock breaks off (`MOCK_FAIL=midstream`);
@@ -58,7 +60,7 @@ pub async fn targets(mock: Mock) -> Vec<Target> {
         return match env(mock.remote_variable()) {
             Some(url) => vec![Target {
                 name: url.clone(),
-                api: Api::new(url),
+                api: Api::new(&url),
                 jwt_secret: env("E2E_JWT_SECRET"),
             }],
             None => {
@@ -96,7 +98,8 @@ pub async fn spawn_with(name: &str, database_url: String, extra: &[(&str, &str)]
         ("DATABASE_URL", database_url.as_str()),
         ("PORT", "0"),
         ("BCRYPT_COST", "4"),
-        ("MOCK_TOKEN_DELAY_MS", "0"),
+        // Slow enough that a stream can be seen arriving incrementally.
+        ("MOCK_TOKEN_DELAY_MS", "10"),
         ("JWT_SECRET", jwt_secret.as_str()),
         ("DB_MAX_CONNECTIONS", "5"),
     ];
@@ -113,7 +116,7 @@ pub async fn spawn_with(name: &str, database_url: String, extra: &[(&str, &str)]
     tokio::spawn(app.run_until_stopped());
     Target {
         name: name.to_owned(),
-        api: Api::new(format!("http://127.0.0.1:{port}")),
+        api: Api::new(&format!("http://127.0.0.1:{port}")),
         jwt_secret: Some(jwt_secret),
     }
 }

@@ -8,6 +8,7 @@ mod run {
     crate::scenarios!(crate::harness::Mock::Answers =>
         a_stream_is_start_deltas_done_and_matches_what_is_stored,
         a_stream_without_a_session_starts_one,
+        a_stream_arrives_while_the_answer_is_being_generated,
     );
 }
 
@@ -88,4 +89,43 @@ async fn a_stream_without_a_session_starts_one(target: &Target) {
     let session = api.session(&account, id).await;
     assert_eq!(session["title"], "Tell me about iterators");
     assert_eq!(session["messages"][1]["content"], stream.text());
+}
+
+/// The first `delta` reaches the client while the rest is still being
+/// generated: the answer is not stored yet when it arrives. (A buffering
+/// proxy or runtime would deliver everything only after the answer was stored.)
+async fn a_stream_arrives_while_the_answer_is_being_generated(target: &Target) {
+    use eventsource_stream::Eventsource as _;
+    use futures::StreamExt as _;
+
+    let api = &target.api;
+    let account = api.account().await;
+    let session = api
+        .create_session(&account, &json!({ "title": "live" }))
+        .await;
+    let id = session["id"].as_i64().unwrap();
+    let response = api
+        .request(
+            reqwest::Method::POST,
+            "/chat/stream",
+            Some(&account.access_token),
+        )
+        .json(&json!({ "session_id": id, "message": "Stream this, please" }))
+        .send()
+        .await
+        .unwrap();
+    let mut events = response.bytes_stream().eventsource();
+    assert_eq!(events.next().await.unwrap().unwrap().event, "start");
+    assert_eq!(events.next().await.unwrap().unwrap().event, "delta");
+    assert_eq!(
+        api.session(&account, id).await["message_count"],
+        1,
+        "the first delta arrived only after the whole answer was generated and stored"
+    );
+    let mut last = String::new();
+    while let Some(event) = events.next().await {
+        last = event.unwrap().event;
+    }
+    assert_eq!(last, "done");
+    assert_eq!(api.session(&account, id).await["message_count"], 2);
 }

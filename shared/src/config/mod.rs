@@ -82,21 +82,21 @@ impl Settings {
     /// `SECRETS_MANAGER_SECRET_ID` when it is set: its keys win.
     pub async fn load() -> Result<Self, ConfigError> {
         load_dotenv()?;
-        let Some(secret_id) = std::env::var("SECRETS_MANAGER_SECRET_ID")
-            .ok()
-            .filter(|id| !id.trim().is_empty())
+        Self::load_from(|name| std::env::var(name).ok()).await
+    }
+
+    /// `load` from any source of variables; the AWS SDK still takes its region,
+    /// credentials and endpoint from the process environment.
+    pub async fn load_from(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let Some(secret_id) =
+            lookup("SECRETS_MANAGER_SECRET_ID").filter(|id| !id.trim().is_empty())
         else {
-            return Self::from_lookup(|name| std::env::var(name).ok());
+            return Self::from_lookup(lookup);
         };
         let overrides = secrets::fetch(&secret_id)
             .await
             .map_err(|err| ConfigError::new("SECRETS_MANAGER_SECRET_ID", format!("{err:#}")))?;
-        Self::from_lookup(|name| {
-            overrides
-                .get(name)
-                .cloned()
-                .or_else(|| std::env::var(name).ok())
-        })
+        Self::from_lookup(|name| overrides.get(name).cloned().or_else(|| lookup(name)))
     }
 
     /// Parses settings from any source of variables (the environment, a test's map).

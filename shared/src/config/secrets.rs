@@ -25,17 +25,24 @@ pub async fn fetch(secret_id: &str) -> anyhow::Result<HashMap<String, String>> {
 }
 
 /// A JSON object of settings; numbers and booleans are accepted as their text.
+/// Empty values are left out, so they do not hide the environment's (a
+/// template may create the secret with a key it has no value for yet).
 fn parse(text: &str) -> anyhow::Result<HashMap<String, String>> {
     let object: HashMap<String, Value> =
         serde_json::from_str(text).context("is not a JSON object of settings")?;
-    object
-        .into_iter()
-        .map(|(key, value)| match value {
-            Value::String(text) => Ok((key, text)),
-            Value::Number(_) | Value::Bool(_) => Ok((key, value.to_string())),
+    let mut settings = HashMap::new();
+    for (key, value) in object {
+        let text = match value {
+            Value::String(text) => text,
+            Value::Number(_) | Value::Bool(_) => value.to_string(),
+            Value::Null => continue,
             _ => anyhow::bail!("{key} must be a string, a number or a boolean"),
-        })
-        .collect()
+        };
+        if !text.trim().is_empty() {
+            settings.insert(key, text);
+        }
+    }
+    Ok(settings)
 }
 
 #[cfg(test)]
@@ -50,6 +57,11 @@ mod tests {
         assert_eq!(values["BCRYPT_COST"], "10");
         assert_eq!(values["MIGRATE_ON_START"], "false");
         assert!(parse(r#"{"A": {"nested": 1}}"#).is_err());
+        let blank = parse(r#"{"DATABASE_URL": "", "OPENAI_API_KEY": null}"#).unwrap();
+        assert!(
+            blank.is_empty(),
+            "blank values leave the environment's in place"
+        );
         assert!(parse("not json").is_err());
     }
 }

@@ -1,4 +1,5 @@
 //! chat-core's integration tests: one binary (link time dominates on small machines).
 
+mod secrets;
 mod store;
 mod support;
