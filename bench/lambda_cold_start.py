@@ -67,7 +67,7 @@ def main():
         env = dict(os.environ,
                    AWS_LAMBDA_FUNCTION_NAME="_", AWS_LAMBDA_FUNCTION_VERSION="1",
                    AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256",
-                   AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{args.port}/.rt",
+                   AWS_LAMBDA_RUNTIME_API=f"http://127.0.0.1:{args.port}/.rt",
                    DATABASE_URL=f"sqlite://{workdir}/cold.db",
                    JWT_SECRET="bench-only-jwt-secret-0123456789abcdef", RUST_LOG="warn")
         print(f"| function | median ms | min ms | max ms | runs |")

@@ -35,7 +35,12 @@ pub async fn cold_start(needs: Needs) -> anyhow::Result<AppState> {
         tracing::error!("cannot start: {err:#}");
     })?;
     let provider: Arc<dyn Provider> = match needs {
-        Needs::Provider => llm::from_settings(&settings.llm)?,
+        Needs::Provider => {
+            // The tokenizer takes a moment to load: in the init phase, not in
+            // the first user's request.
+            llm::tokens::warm_up();
+            llm::from_settings(&settings.llm)?
+        }
         Needs::StoreOnly => Arc::new(llm::NoProvider),
     };
     Ok(AppState::from_parts(&settings, store, provider))
