@@ -12,7 +12,8 @@
 //! With `CI` set, a target a scenario needs but cannot get is a failure.
 
 use chat_core::{config::Settings, server::Application, testing};
-use e2e::Api;
+use e2e::{Account, Api};
+use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mock {
@@ -136,4 +137,45 @@ macro_rules! scenarios {
             }
         )*
     };
+}
+
+/// Opens POST /chat/stream, reads `start` and `deltas` deltas, then hangs up.
+/// Returns the session id.
+pub async fn hang_up_after(api: &Api, account: &Account, message: &str, deltas: usize) -> i64 {
+    use eventsource_stream::Eventsource as _;
+    use futures::StreamExt as _;
+
+    let response = api
+        .request(
+            reqwest::Method::POST,
+            "/chat/stream",
+            Some(&account.access_token),
+        )
+        .json(&json!({ "message": message }))
+        .send()
+        .await
+        .expect("send the stream request");
+    let mut events = response.bytes_stream().eventsource();
+    let start = events.next().await.unwrap().unwrap();
+    assert_eq!(start.event, "start");
+    let session_id = serde_json::from_str::<Value>(&start.data).unwrap()["session_id"]
+        .as_i64()
+        .unwrap();
+    for _ in 0..deltas {
+        assert_eq!(events.next().await.unwrap().unwrap().event, "delta");
+    }
+    session_id
+}
+
+/// The answer stored in a session whose question was its first message,
+/// waiting for it: a generation goes on (or stops) without its client.
+pub async fn stored_answer(api: &Api, account: &Account, session_id: i64) -> Value {
+    for _ in 0..200 {
+        let session = api.session(account, session_id).await;
+        if session["message_count"] == 2 {
+            return session["messages"][1].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no answer was stored after the client hung up");
 }

@@ -5,7 +5,7 @@ use chat_core::testing;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::spawn_with;
+use crate::harness::{hang_up_after, spawn_with, stored_answer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_503_when_the_database_is_gone() {
@@ -137,9 +137,6 @@ async fn the_history_window_is_bounded_by_message_count() {
 /// Opens a stream, reads `start` and three deltas, hangs up, and returns the
 /// assistant message the server eventually stores.
 async fn answer_stored_after_hanging_up(policy: &str) -> serde_json::Value {
-    use eventsource_stream::Eventsource as _;
-    use futures::StreamExt as _;
-
     let extra = [
         ("STREAM_ON_DISCONNECT", policy),
         ("MOCK_TOKEN_DELAY_MS", "40"),
@@ -147,32 +144,8 @@ async fn answer_stored_after_hanging_up(policy: &str) -> serde_json::Value {
     let target = spawn_with("sqlite", testing::fresh_sqlite_url(), &extra).await;
     let api = &target.api;
     let account = api.account().await;
-    let response = api
-        .request(Method::POST, "/chat/stream", Some(&account.access_token))
-        .json(&json!({ "message": "Tell me about generators" }))
-        .send()
-        .await
-        .unwrap();
-    let mut events = response.bytes_stream().eventsource();
-    let start = events.next().await.unwrap().unwrap();
-    assert_eq!(start.event, "start");
-    let session_id = serde_json::from_str::<serde_json::Value>(&start.data).unwrap()["session_id"]
-        .as_i64()
-        .unwrap();
-    for _ in 0..3 {
-        assert_eq!(events.next().await.unwrap().unwrap().event, "delta");
-    }
-    drop(events);
-
-    // The generation goes on (or stops) without a client; wait for what it stores.
-    for _ in 0..200 {
-        let session = api.session(&account, session_id).await;
-        if session["message_count"] == 2 {
-            return session["messages"][1].clone();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no answer was stored after the client hung up");
+    let session_id = hang_up_after(api, &account, "Tell me about generators", 3).await;
+    stored_answer(api, &account, session_id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

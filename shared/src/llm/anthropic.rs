@@ -2,7 +2,6 @@
 
 use async_trait::async_trait;
 use eventsource_stream::Event;
-use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -100,20 +99,10 @@ impl AnthropicProvider {
             .header("anthropic-version", ANTHROPIC_VERSION)
             .json(body);
         if let Some(key) = &self.api_key {
-            let mut value = HeaderValue::from_str(key.expose_secret()).map_err(|_| {
-                ProviderError::Misconfigured("ANTHROPIC_API_KEY is not a valid header value".into())
-            })?;
-            value.set_sensitive(true);
+            let value = http::secret_header(key.expose_secret(), "ANTHROPIC_API_KEY")?;
             request = request.header("x-api-key", value);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| http::transport_error(&err))?;
-        if !response.status().is_success() {
-            return Err(http::status_error("Anthropic", response).await);
-        }
-        Ok(response)
+        http::send("Anthropic", request).await
     }
 }
 

@@ -5,7 +5,10 @@ use std::{collections::VecDeque, time::Duration};
 
 use eventsource_stream::{Event, Eventsource as _};
 use futures::{StreamExt, stream};
-use reqwest::{Response, header::HeaderMap};
+use reqwest::{
+    RequestBuilder, Response,
+    header::{HeaderMap, HeaderValue},
+};
 use time::{OffsetDateTime, format_description::well_known::Rfc2822};
 
 use super::{Chunk, ChunkStream, ProviderError};
@@ -21,6 +24,24 @@ pub fn client(settings: &LlmSettings) -> anyhow::Result<reqwest::Client> {
         .connect_timeout(settings.connect_timeout)
         .user_agent(concat!("chat-api/", env!("CARGO_PKG_VERSION")))
         .build()?)
+}
+
+/// A header that carries a key: marked sensitive, so Debug output never shows it.
+pub fn secret_header(value: &str, variable: &str) -> Result<HeaderValue, ProviderError> {
+    let mut header = HeaderValue::from_str(value).map_err(|_| {
+        ProviderError::Misconfigured(format!("{variable} is not a valid header value"))
+    })?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// Sends a request: a transport failure or a non-2xx answer becomes the error.
+pub async fn send(provider: &str, request: RequestBuilder) -> Result<Response, ProviderError> {
+    let response = request.send().await.map_err(|err| transport_error(&err))?;
+    if !response.status().is_success() {
+        return Err(status_error(provider, response).await);
+    }
+    Ok(response)
 }
 
 /// A failure to send or read: connection refused, reset, DNS, connect timeout.

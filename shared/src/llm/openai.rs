@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use eventsource_stream::Event;
-use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::header::AUTHORIZATION;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -110,23 +110,13 @@ impl OpenAiProvider {
     async fn send(&self, body: &Value) -> Result<reqwest::Response, ProviderError> {
         let mut request = self.client.post(&self.url).json(body);
         if let Some(key) = &self.api_key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
-                .map_err(|_| {
-                    ProviderError::Misconfigured(
-                        "OPENAI_API_KEY is not a valid header value".into(),
-                    )
-                })?;
-            value.set_sensitive(true);
-            request = request.header(AUTHORIZATION, value);
+            let bearer = format!("Bearer {}", key.expose_secret());
+            request = request.header(
+                AUTHORIZATION,
+                http::secret_header(&bearer, "OPENAI_API_KEY")?,
+            );
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| http::transport_error(&err))?;
-        if !response.status().is_success() {
-            return Err(http::status_error("OpenAI", response).await);
-        }
-        Ok(response)
+        http::send("OpenAI", request).await
     }
 }
 

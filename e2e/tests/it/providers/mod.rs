@@ -10,7 +10,7 @@ use e2e::{Account, Api, Stream};
 use fake::{FakeProvider, Script, Wire, answer, fail};
 use serde_json::{Value, json};
 
-use crate::harness::{Target, spawn_with};
+use crate::harness::{Target, hang_up_after, spawn_with, stored_answer};
 
 const TEXT: &str = "Decorators wrap a function to extend what it does without changing its code.";
 
@@ -461,43 +461,6 @@ async fn a_stall_mid_stream_ends_with_a_timeout_and_keeps_the_partial_answer(wir
     wait_until(|| s.fake.abandoned() == 1).await;
 }
 
-/// Opens a stream, reads `start` and two deltas, then hangs up.
-async fn hang_up_after_two_deltas(s: &Setup) -> i64 {
-    use eventsource_stream::Eventsource as _;
-    use futures::StreamExt as _;
-    let response = s
-        .api
-        .request(
-            reqwest::Method::POST,
-            "/chat/stream",
-            Some(&s.account.access_token),
-        )
-        .json(&json!({ "message": "Tell me slowly" }))
-        .send()
-        .await
-        .unwrap();
-    let mut events = response.bytes_stream().eventsource();
-    let start = events.next().await.unwrap().unwrap();
-    let session_id = serde_json::from_str::<Value>(&start.data).unwrap()["session_id"]
-        .as_i64()
-        .unwrap();
-    for _ in 0..2 {
-        assert_eq!(events.next().await.unwrap().unwrap().event, "delta");
-    }
-    session_id
-}
-
-async fn stored_answer(s: &Setup, session_id: i64) -> Value {
-    for _ in 0..200 {
-        let session = s.api.session(&s.account, session_id).await;
-        if session["message_count"] == 2 {
-            return session["messages"][1].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no answer was stored");
-}
-
 async fn wait_until(condition: impl Fn() -> bool) {
     for _ in 0..200 {
         if condition() {
@@ -514,8 +477,8 @@ async fn cancel_closes_the_upstream_connection_and_stores_what_arrived(wire: Wir
         text: TEXT.into(),
         delay: Duration::from_millis(60),
     }]);
-    let session_id = hang_up_after_two_deltas(&s).await;
-    let stored = stored_answer(&s, session_id).await;
+    let session_id = hang_up_after(&s.api, &s.account, "Tell me slowly", 2).await;
+    let stored = stored_answer(&s.api, &s.account, session_id).await;
     assert_eq!(stored["status"], "incomplete");
     let content = stored["content"].as_str().unwrap();
     assert!(
@@ -536,8 +499,8 @@ async fn finish_stores_the_whole_answer_after_the_client_left(wire: Wire) {
         text: TEXT.into(),
         delay: Duration::from_millis(30),
     }]);
-    let session_id = hang_up_after_two_deltas(&s).await;
-    let stored = stored_answer(&s, session_id).await;
+    let session_id = hang_up_after(&s.api, &s.account, "Tell me slowly", 2).await;
+    let stored = stored_answer(&s.api, &s.account, session_id).await;
     assert_eq!(stored["status"], "complete");
     assert_eq!(stored["content"], TEXT);
     assert_eq!(stored["tokens"], 7, "the provider's reported usage");
