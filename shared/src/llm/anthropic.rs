@@ -102,7 +102,7 @@ impl AnthropicProvider {
             let value = http::secret_header(key.expose_secret(), "ANTHROPIC_API_KEY")?;
             request = request.header("x-api-key", value);
         }
-        http::send("Anthropic", request).await
+        http::send("Anthropic", request, self.api_key.as_ref()).await
     }
 }
 

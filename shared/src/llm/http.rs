@@ -9,6 +9,7 @@ use reqwest::{
     RequestBuilder, Response,
     header::{HeaderMap, HeaderValue},
 };
+use secrecy::{ExposeSecret, SecretString};
 use time::{OffsetDateTime, format_description::well_known::Rfc2822};
 
 use super::{Chunk, ChunkStream, ProviderError};
@@ -36,10 +37,15 @@ pub fn secret_header(value: &str, variable: &str) -> Result<HeaderValue, Provide
 }
 
 /// Sends a request: a transport failure or a non-2xx answer becomes the error.
-pub async fn send(provider: &str, request: RequestBuilder) -> Result<Response, ProviderError> {
+/// `key` is blanked out of any upstream text kept (some providers quote it).
+pub async fn send(
+    provider: &str,
+    request: RequestBuilder,
+    key: Option<&SecretString>,
+) -> Result<Response, ProviderError> {
     let response = request.send().await.map_err(|err| transport_error(&err))?;
     if !response.status().is_success() {
-        return Err(status_error(provider, response).await);
+        return Err(status_error(provider, response, key).await);
     }
     Ok(response)
 }
@@ -55,10 +61,20 @@ pub fn transport_error(err: &reqwest::Error) -> ProviderError {
 
 /// Classifies a non-2xx response. 401/403/404 mean our key, account or URL is
 /// wrong: logged loudly, since no user can fix it.
-pub async fn status_error(provider: &str, response: Response) -> ProviderError {
+pub async fn status_error(
+    provider: &str,
+    response: Response,
+    key: Option<&SecretString>,
+) -> ProviderError {
     let status = response.status();
     let retry_after = retry_after(response.headers());
-    let body = response.text().await.unwrap_or_default();
+    let mut body = response.text().await.unwrap_or_default();
+    if let Some(key) = key
+        .map(ExposeSecret::expose_secret)
+        .filter(|key| !key.is_empty())
+    {
+        body = body.replace(key, "[redacted]");
+    }
     let text: String = body.chars().take(MAX_ERROR_TEXT).collect();
     let message = format!("{provider} answered {status}: {text}");
     match status.as_u16() {
@@ -178,6 +194,21 @@ mod tests {
     use reqwest::header::{HeaderMap, HeaderValue};
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_key_quoted_by_the_provider_is_redacted() {
+        let key = SecretString::from("sk-live-0123456789");
+        let upstream = axum::http::Response::builder()
+            .status(401)
+            .body(r#"{"error": {"message": "Incorrect API key provided: sk-live-0123456789"}}"#)
+            .unwrap();
+        let err = status_error("OpenAI", Response::from(upstream), Some(&key)).await;
+        let ProviderError::Misconfigured(message) = err else {
+            panic!("a 401 is a misconfiguration: {err:?}");
+        };
+        assert!(!message.contains("sk-live-0123456789"), "{message}");
+        assert!(message.contains("[redacted]"), "{message}");
+    }
 
     #[test]
     fn retry_after_reads_seconds_milliseconds_and_dates() {

@@ -116,7 +116,7 @@ impl OpenAiProvider {
                 http::secret_header(&bearer, "OPENAI_API_KEY")?,
             );
         }
-        http::send("OpenAI", request).await
+        http::send("OpenAI", request, self.api_key.as_ref()).await
     }
 }
 
