@@ -76,10 +76,9 @@ pub enum LogFormat {
 }
 
 impl Settings {
-    /// Reads the process environment, after loading `.env` when one is present
-    /// (never on Lambda, where configuration comes from the function only).
-    /// The environment (and `.env`), overlaid with the JSON secret named by
-    /// `SECRETS_MANAGER_SECRET_ID` when it is set: its keys win.
+    /// The environment (and `.env` in development), overlaid with the JSON
+    /// secrets named by `SECRETS_MANAGER_SECRET_ID` (comma-separated; later ones
+    /// win) when it is set: their keys win over the environment.
     pub async fn load() -> Result<Self, ConfigError> {
         load_dotenv()?;
         Self::load_from(|name| std::env::var(name).ok()).await
@@ -93,9 +92,17 @@ impl Settings {
         else {
             return Self::from_lookup(lookup);
         };
-        let overrides = secrets::fetch(&secret_id)
-            .await
-            .map_err(|err| ConfigError::new("SECRETS_MANAGER_SECRET_ID", format!("{err:#}")))?;
+        let mut overrides = std::collections::HashMap::new();
+        for id in secret_id
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+        {
+            let values = secrets::fetch(id)
+                .await
+                .map_err(|err| ConfigError::new("SECRETS_MANAGER_SECRET_ID", format!("{err:#}")))?;
+            overrides.extend(values);
+        }
         Self::from_lookup(|name| overrides.get(name).cloned().or_else(|| lookup(name)))
     }
 
@@ -142,10 +149,7 @@ impl Settings {
                 .unwrap_or_else(|| "info,sqlx=warn".to_owned()),
             production,
             db: DbSettings {
-                url: vars
-                    .get("DATABASE_URL")
-                    .unwrap_or_else(|| "sqlite://chat.db".to_owned())
-                    .into(),
+                url: vars.database_url(on_lambda)?.into(),
                 max_connections: vars
                     .positive("DB_MAX_CONNECTIONS", if on_lambda { 2 } else { 10 })?,
                 migrate_on_start: vars.flag("MIGRATE_ON_START", true)?,
@@ -260,6 +264,19 @@ impl Vars<'_> {
             .map(str::to_owned)
             .collect();
         (!items.is_empty()).then_some(items)
+    }
+
+    /// `sqlite://chat.db` by default, except on Lambda, where the working
+    /// directory is read-only: a function without a database says so at once.
+    fn database_url(&self, on_lambda: bool) -> Result<String, ConfigError> {
+        match self.get("DATABASE_URL") {
+            Some(url) => Ok(url),
+            None if on_lambda => Err(ConfigError::new(
+                "DATABASE_URL",
+                "is required on Lambda: set it in the settings secret (postgres://...)",
+            )),
+            None => Ok("sqlite://chat.db".to_owned()),
+        }
     }
 
     fn bcrypt_cost(&self) -> Result<u32, ConfigError> {
@@ -382,10 +399,17 @@ mod tests {
     }
 
     #[test]
-    fn lambda_defaults_to_a_small_pool() {
+    fn lambda_needs_a_database_and_defaults_to_a_small_pool() {
+        let err = parse(&[
+            ("AWS_LAMBDA_FUNCTION_NAME", "chat"),
+            ("JWT_SECRET", &"k".repeat(32)),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
         let settings = parse(&[
             ("AWS_LAMBDA_FUNCTION_NAME", "chat"),
             ("JWT_SECRET", &"k".repeat(32)),
+            ("DATABASE_URL", "postgres://db/chat"),
         ])
         .unwrap();
         assert_eq!(settings.db.max_connections, 2);

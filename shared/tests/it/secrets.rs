@@ -48,7 +48,7 @@ async fn a_lambda_start_with_only_the_secret_id_gets_its_settings_from_the_secre
     }
     let jwt = "a-jwt-key-that-lives-only-in-secrets-manager-0123";
     let id = create_secret(&format!(
-        r#"{{"JWT_SECRET": "{jwt}", "OPENAI_API_KEY": "sk-from-the-secret", "BCRYPT_COST": 5}}"#
+        r#"{{"JWT_SECRET": "{jwt}", "DATABASE_URL": "postgres://db/from-the-secret", "OPENAI_API_KEY": "sk-from-the-secret", "BCRYPT_COST": 5}}"#
     ))
     .await;
     // As on Lambda: no JWT_SECRET in the environment, which is refused without the secret.
@@ -85,6 +85,26 @@ async fn a_lambda_start_with_only_the_secret_id_gets_its_settings_from_the_secre
     assert_eq!(
         settings.auth.bcrypt_cost, 5,
         "the secret's keys override the environment"
+    );
+
+    // Several secrets, comma-separated: the later ones win.
+    let second = create_secret(r#"{"BCRYPT_COST": 6}"#).await;
+    let both = format!("{},{second}", env["SECRETS_MANAGER_SECRET_ID"]);
+    let layered = Settings::load_from(|name| match name {
+        "SECRETS_MANAGER_SECRET_ID" => Some(both.clone()),
+        _ => env.get(name).cloned(),
+    })
+    .await
+    .expect("settings from two secrets");
+    assert_eq!(layered.auth.bcrypt_cost, 6);
+    assert_eq!(
+        layered
+            .auth
+            .jwt_secret
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned())
+            .as_deref(),
+        Some(jwt)
     );
 
     let without = Settings::load_from(|name| {
