@@ -79,8 +79,9 @@ pub struct Problem {
     pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<i64>,
+    /// RFC 9457 extension members (`session_id`, a health check's `checks`...).
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -92,8 +93,15 @@ impl Problem {
             detail: detail.into(),
             code,
             errors: None,
-            session_id: None,
+            extensions: serde_json::Map::new(),
         }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, name: &str, value: impl Serialize) -> Self {
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        self.extensions.insert(name.to_owned(), value);
+        self
     }
 }
 
@@ -155,7 +163,10 @@ impl ApiError {
         let mut problem = Problem::new(self.status(), self.code(), self.to_string());
         match self {
             Self::Validation(errors) => problem.errors = Some(errors.clone()),
-            Self::Provider { session_id, .. } => problem.session_id = *session_id,
+            Self::Provider {
+                session_id: Some(id),
+                ..
+            } => problem = problem.with("session_id", id),
             _ => {}
         }
         problem

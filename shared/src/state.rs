@@ -4,12 +4,11 @@ use std::{ops::Deref, sync::Arc};
 
 use axum::extract::FromRef;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use rand::Rng as _;
 use secrecy::SecretString;
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    auth::{JwtKeys, Passwords},
+    auth::{JwtKeys, Passwords, random_bytes},
     config::Settings,
     llm::{self, Provider},
     store::{self, Store},
@@ -74,7 +73,5 @@ impl AppState {
 }
 
 fn generated_secret() -> SecretString {
-    let mut bytes = [0u8; 48];
-    rand::rng().fill_bytes(&mut bytes);
-    SecretString::from(STANDARD.encode(bytes))
+    SecretString::from(STANDARD.encode(random_bytes::<48>()))
 }

@@ -82,10 +82,7 @@ fn replace_database(url: &str, name: &str) -> String {
 }
 
 fn uuid_like() -> String {
-    use rand::Rng as _;
-    let mut bytes = [0u8; 12];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::auth::hex(&crate::auth::random_bytes::<12>())
 }
 
 #[cfg(test)]

@@ -9,4 +9,4 @@ mod refresh;
 pub use current_user::CurrentUser;
 pub use jwt::{AccessClaims, JwtKeys};
 pub use password::Passwords;
-pub use refresh::{RefreshToken, hash_refresh_token, new_family};
+pub use refresh::{RefreshToken, hash_refresh_token, hex, new_family, random_bytes};

@@ -21,10 +21,7 @@ impl RefreshToken {
 }
 
 pub fn hash_refresh_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// A new family id for a login; rotations keep it, reuse revokes it.
@@ -32,10 +29,15 @@ pub fn new_family() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<16>())
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+/// `N` bytes from the operating system's cryptographic generator (via rand's thread RNG).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     rand::rng().fill_bytes(&mut bytes);
     bytes
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

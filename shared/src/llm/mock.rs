@@ -113,31 +113,26 @@ impl Provider for MockProvider {
 
     async fn stream(&self, request: &ChatRequest) -> Result<ProviderStream, ProviderError> {
         self.fails_before_answering()?;
-        let deltas = word_deltas(&answer(request));
-        let break_at = match self.settings.fail {
-            MockFailure::MidStream => Some(deltas.len() / 2),
+        let mut deltas = word_deltas(&answer(request));
+        // Broken off half-way, as a dropped connection would: the error is last.
+        let failure = match self.settings.fail {
+            MockFailure::MidStream => {
+                deltas.truncate(deltas.len() / 2);
+                Some(Err(ProviderError::Interrupted(
+                    "the mock provider is configured to break off (MOCK_FAIL=midstream)".into(),
+                )))
+            }
             MockFailure::Never | MockFailure::Always => None,
         };
         let delay = self.settings.token_delay;
-        let chunks =
-            stream::iter(deltas.into_iter().enumerate()).then(move |(index, delta)| async move {
+        let chunks = stream::iter(deltas)
+            .then(move |delta| async move {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                if Some(index) == break_at {
-                    return Err(ProviderError::Interrupted(
-                        "the mock provider is configured to break off (MOCK_FAIL=midstream)".into(),
-                    ));
-                }
                 Ok(Chunk::Delta(delta))
-            });
-        // Stop after the first error, as a broken connection would.
-        let mut failed = false;
-        let chunks = chunks.take_while(move |chunk| {
-            let keep = !failed;
-            failed |= chunk.is_err();
-            futures::future::ready(keep)
-        });
+            })
+            .chain(stream::iter(failure));
         Ok(ProviderStream {
             model: request.model.clone(),
             chunks: until_first_token(chunks.boxed()).await?,

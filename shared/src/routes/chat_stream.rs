@@ -7,7 +7,7 @@ use std::{convert::Infallible, time::Duration};
 use axum::{
     Router,
     extract::State,
-    http::{HeaderName, HeaderValue, header},
+    http::{HeaderName, HeaderValue},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -55,14 +55,12 @@ async fn chat_stream(
     let mut response = Sse::new(events.map(Ok::<_, Infallible>))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text(" keep-alive"))
         .into_response();
-    // nginx and some proxies buffer responses unless told not to.
+    // axum's Sse sets Cache-Control: no-cache; nginx and some proxies also
+    // buffer responses unless told not to.
     response.headers_mut().insert(
         HeaderName::from_static("x-accel-buffering"),
         HeaderValue::from_static("no"),
     );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
 }
 

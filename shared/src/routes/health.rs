@@ -34,20 +34,14 @@ async fn health(State(state): State<AppState>) -> axum::response::Response {
         .into_response(),
         Some(reason) => {
             tracing::error!(%reason, "health check failed");
-            let problem = Problem::new(
+            Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
                 "the store is not answering",
-            );
-            let mut body = serde_json::to_value(&problem).unwrap_or_default();
-            body["version"] = json!(version);
-            body["checks"] = json!({ "store": "unavailable" });
-            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-            response.headers_mut().insert(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static(crate::error::PROBLEM_JSON),
-            );
-            response
+            )
+            .with("version", version)
+            .with("checks", json!({ "store": "unavailable" }))
+            .into_response()
         }
     }
 }
