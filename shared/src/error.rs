@@ -216,6 +216,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::EmailTaken => Self::EmailTaken,
             StoreError::SessionNotFound => Self::SessionNotFound,
+            err @ StoreError::TooLarge { field, .. } => Self::invalid(field, err.to_string()),
             StoreError::Unavailable(err) => Self::StoreUnavailable(err),
             StoreError::Other(err) => Self::Internal(err),
         }

@@ -60,6 +60,21 @@ async fn drop_databases_of_finished_runs(admin: &mut PgConnection) {
     }
 }
 
+/// A `dynamodb://` URL naming a new table on the emulator at
+/// `AWS_ENDPOINT_URL` (created on first use with `DYNAMODB_CREATE_TABLE`).
+/// Never a real AWS account: without an emulator, `None`; with `CI` set, an error.
+pub fn dynamodb_test_url() -> anyhow::Result<Option<String>> {
+    let emulator = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    if emulator.is_none() && std::env::var_os("CI").is_some() {
+        anyhow::bail!(
+            "CI is set but AWS_ENDPOINT_URL is not: the DynamoDB tests need the emulator"
+        );
+    }
+    Ok(emulator.map(|_| format!("dynamodb://{PREFIX}{}_{}", std::process::id(), uuid_like())))
+}
+
 /// A new SQLite file in the system's temp directory.
 pub fn fresh_sqlite_url() -> String {
     let path = std::env::temp_dir().join(format!("chat_test_{}.db", uuid_like()));

@@ -11,6 +11,7 @@ mod run {
     crate::scenarios!(crate::harness::Mock::Answers =>
         register_then_log_in_by_form_and_by_json,
         emails_are_unique_whatever_their_case,
+        a_registration_race_creates_one_account,
         invalid_registrations_are_422_and_store_nothing,
         unknown_email_and_wrong_password_get_the_same_401,
         bad_access_tokens_are_401,
@@ -59,6 +60,21 @@ async fn emails_are_unique_whatever_their_case(target: &Target) {
     api.register(&email.to_uppercase(), PASSWORD)
         .await
         .expect_problem(409, "email_taken");
+}
+
+async fn a_registration_race_creates_one_account(target: &Target) {
+    let email = unique_email("race");
+    let racers = (0..10).map(|n| {
+        let (api, email) = (target.api.clone(), email.clone());
+        tokio::spawn(async move { api.register(&email, &format!("{PASSWORD}-{n}")).await })
+    });
+    let mut statuses: Vec<u16> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(|reply| reply.unwrap().status.as_u16())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409, 409, 409]);
 }
 
 async fn invalid_registrations_are_422_and_store_nothing(target: &Target) {

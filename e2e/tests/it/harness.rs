@@ -1,5 +1,7 @@
 //! Where the scenarios run. In-process targets are the real `Application`
-//! (Router, middleware, store) on an ephemeral port, one fresh database each.
+//! (Router, middleware, store) on an ephemeral port, one fresh database each:
+//! SQLite, Postgres (`TEST_DATABASE_URL`) and DynamoDB (the emulator at
+//! `AWS_ENDPOINT_URL`).
 //!
 //! Remote targets come from the environment (a URL, or `lambda+URL` for the
 //! Lambda functions under `cargo lambda watch`, e.g.
@@ -83,7 +85,11 @@ pub async fn targets(mock: Mock) -> Vec<Target> {
                 .expect("create a Postgres test database");
             targets.push(spawn("postgres", url, mock).await);
         }
-        None => eprintln!("note: TEST_DATABASE_URL is not set; ran on SQLite only"),
+        None => eprintln!("note: TEST_DATABASE_URL is not set; did not run on Postgres"),
+    }
+    match testing::dynamodb_test_url().expect("the DynamoDB emulator is required when CI is set") {
+        Some(url) => targets.push(spawn("dynamodb", url, mock).await),
+        None => eprintln!("note: AWS_ENDPOINT_URL is not set; did not run on DynamoDB"),
     }
     targets
 }
@@ -103,6 +109,8 @@ pub async fn spawn_with(name: &str, database_url: String, extra: &[(&str, &str)]
         ("MOCK_TOKEN_DELAY_MS", "10"),
         ("JWT_SECRET", jwt_secret.as_str()),
         ("DB_MAX_CONNECTIONS", "5"),
+        // A dynamodb:// target gets a fresh table on the emulator.
+        ("DYNAMODB_CREATE_TABLE", "true"),
     ];
     let settings = Settings::from_lookup(|key| {
         extra

@@ -1,11 +1,12 @@
 //! Black-box scenarios over HTTP. Without `E2E_BASE_URL` they run against the
-//! real server spawned in this process on SQLite and on Postgres; with it, the
+//! real server spawned in this process on SQLite, Postgres and DynamoDB; with it, the
 //! very same scenarios run against that address (the Lambda emulator, a deploy).
 
 mod harness;
 
 mod auth;
 mod chat;
+mod dynamodb;
 mod failures;
 mod http;
 mod in_process;

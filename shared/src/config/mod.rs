@@ -51,6 +51,12 @@ pub struct DbSettings {
     pub url: SecretString,
     pub max_connections: u32,
     pub migrate_on_start: bool,
+    /// `DYNAMODB_CREATE_TABLE`: create the `dynamodb://` table when absent
+    /// (development and tests; on Lambda the template owns the table).
+    pub dynamodb_create_table: bool,
+    /// `DYNAMODB_MAX_ATTEMPTS`: tries of each DynamoDB request, with the SDK's
+    /// backoff between them, before a throttled request is answered 503.
+    pub dynamodb_max_attempts: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +159,8 @@ impl Settings {
                 max_connections: vars
                     .positive("DB_MAX_CONNECTIONS", if on_lambda { 2 } else { 10 })?,
                 migrate_on_start: vars.flag("MIGRATE_ON_START", true)?,
+                dynamodb_create_table: vars.dynamodb_create_table(on_lambda)?,
+                dynamodb_max_attempts: vars.positive("DYNAMODB_MAX_ATTEMPTS", 4)?,
             },
             auth: AuthSettings {
                 jwt_secret: jwt_secret.map(SecretString::from),
@@ -277,6 +285,19 @@ impl Vars<'_> {
             )),
             None => Ok("sqlite://chat.db".to_owned()),
         }
+    }
+
+    /// Creating tables is a development convenience. On Lambda every cold start
+    /// would race to do it, and the function's role may not: the template owns it.
+    fn dynamodb_create_table(&self, on_lambda: bool) -> Result<bool, ConfigError> {
+        let create = self.flag("DYNAMODB_CREATE_TABLE", false)?;
+        if create && on_lambda {
+            return Err(ConfigError::new(
+                "DYNAMODB_CREATE_TABLE",
+                "is for development and tests; on Lambda, template.yaml creates the table",
+            ));
+        }
+        Ok(create)
     }
 
     fn bcrypt_cost(&self) -> Result<u32, ConfigError> {

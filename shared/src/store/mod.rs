@@ -3,6 +3,7 @@
 //! `connect` picks the backend from the `DATABASE_URL` scheme. Every backend
 //! passes the same conformance suite (tests/it/store.rs).
 
+mod dynamodb;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -17,6 +18,7 @@ use time::OffsetDateTime;
 
 use crate::config::DbSettings;
 
+pub use dynamodb::{DynamoStore, MAX_CONTENT_BYTES as DYNAMODB_MAX_CONTENT_BYTES};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -29,6 +31,12 @@ pub enum StoreError {
     /// The session does not exist or belongs to someone else: callers cannot tell which.
     #[error("session not found")]
     SessionNotFound,
+    /// More than the backend can hold in one record (DynamoDB's 400 KB item).
+    #[error("{field} is larger than the {limit_bytes} bytes the store can hold")]
+    TooLarge {
+        field: &'static str,
+        limit_bytes: usize,
+    },
     #[error("store unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
@@ -249,8 +257,10 @@ pub async fn connect(settings: &DbSettings) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match scheme {
         "sqlite" => Arc::new(SqliteStore::connect(url, settings).await?),
         "postgres" | "postgresql" => Arc::new(PostgresStore::connect(url, settings).await?),
+        "dynamodb" => Arc::new(DynamoStore::connect(url, settings).await?),
         other => anyhow::bail!(
-            "DATABASE_URL: unsupported scheme {other:?}; use sqlite://FILE or postgres://..."
+            "DATABASE_URL: unsupported scheme {other:?}; \
+             use sqlite://FILE, postgres://... or dynamodb://TABLE"
         ),
     };
     Ok(store)

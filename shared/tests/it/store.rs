@@ -31,6 +31,17 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    match crate::support::dynamodb_store().await {
+                        Some(store) => super::$check(store).await,
+                        None => crate::support::no_dynamodb(),
+                    }
+                }
+            )*
+        }
     };
 }
 
@@ -44,6 +55,7 @@ conformance!(
     appends_count_messages_and_add_usage,
     concurrent_appends_lose_and_duplicate_nothing,
     recent_messages_are_the_newest_in_order,
+    long_histories_read_past_a_one_megabyte_page,
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
     expired_and_revoked_refresh_tokens_are_invalid,
     ping_answers,
@@ -419,6 +431,35 @@ async fn recent_messages_are_the_newest_in_order(store: Db) {
     );
 }
 
+/// DynamoDB answers a query at most 1 MB at a time; a session holding more
+/// must still read back whole and in order.
+async fn long_histories_read_past_a_one_megabyte_page(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let id = session(&store, owner, "long").await;
+    // 24 messages of 100 KB: 2.4 MB, in characters of one, two and four bytes.
+    for n in 0..24 {
+        let filler = ["a", "é", "🦀"][n % 3].repeat(100_000 / [1, 2, 4][n % 3]);
+        let content = format!("{n:02}:{filler}");
+        store
+            .append_message(owner, id, &text(Role::User, &content), None)
+            .await
+            .unwrap();
+    }
+    let all = store.list_messages(id).await.unwrap();
+    let order: Vec<_> = all.iter().map(|m| m.content[..2].to_owned()).collect();
+    let expected: Vec<_> = (0..24).map(|n| format!("{n:02}")).collect();
+    assert_eq!(order, expected);
+    assert!(all.iter().all(|m| m.content.len() > 100_000));
+
+    let newest = all.last().unwrap().id;
+    let recent = store.recent_messages(id, newest, 20).await.unwrap();
+    let order: Vec<_> = recent.iter().map(|m| m.content[..2].to_owned()).collect();
+    assert_eq!(order, expected[4..]);
+
+    assert!(store.delete_session(owner, id).await.unwrap());
+    assert!(store.list_messages(id).await.unwrap().is_empty());
+}
+
 fn token(user_id: i64, family: &str, hash: &str, expires_in: Duration) -> NewRefreshToken {
     NewRefreshToken {
         user_id,
@@ -520,4 +561,39 @@ async fn expired_and_revoked_refresh_tokens_are_invalid(store: Db) {
 
 async fn ping_answers(store: Db) {
     store.ping().await.unwrap();
+}
+
+/// DynamoDB holds at most 400 KB in an item: content up to the store's bound
+/// fits, content past it is a validation error (422) and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_bounds_content_below_the_item_limit() {
+    use chat_core::{error::ApiError, store::DYNAMODB_MAX_CONTENT_BYTES};
+
+    let Some(store) = crate::support::dynamodb_store().await else {
+        return crate::support::no_dynamodb();
+    };
+    let owner = user(&store, "owner@example.com").await;
+    let id = session(&store, owner, "big").await;
+    let largest = "x".repeat(DYNAMODB_MAX_CONTENT_BYTES);
+    store
+        .append_message(owner, id, &text(Role::Assistant, &largest), None)
+        .await
+        .expect("content at the bound fits in one item");
+
+    let too_large = format!("{largest}é");
+    let err = store
+        .append_message(
+            owner,
+            id,
+            &text(Role::Assistant, &too_large),
+            Some(&usage("m", 1, 1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
+    assert_eq!(ApiError::from(err).status().as_u16(), 422);
+    let session = store.find_session(owner, id).await.unwrap().unwrap();
+    assert_eq!(session.message_count, 1);
+    assert_eq!(store.list_messages(id).await.unwrap().len(), 1);
+    assert!(store.monthly_usage(owner).await.unwrap().is_empty());
 }

@@ -34,6 +34,22 @@ pub async fn postgres_store() -> Option<Arc<dyn Store>> {
     )
 }
 
+/// `None` (and a note) without the emulator; with `CI` set, a panic.
+pub async fn dynamodb_store() -> Option<Arc<dyn Store>> {
+    let url = testing::dynamodb_test_url().expect("the DynamoDB emulator is required here")?;
+    let mut settings = db_settings(url);
+    settings.dynamodb_create_table = true;
+    Some(
+        store::connect(&settings)
+            .await
+            .expect("create a DynamoDB table on the emulator"),
+    )
+}
+
+pub fn no_dynamodb() {
+    eprintln!("note: AWS_ENDPOINT_URL (the emulator) is not set; this DynamoDB test did not run");
+}
+
 pub fn no_postgres() {
     eprintln!("note: TEST_DATABASE_URL is not set; this Postgres test did not run");
 }
