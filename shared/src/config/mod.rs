@@ -435,4 +435,19 @@ mod tests {
         .unwrap();
         assert_eq!(settings.db.max_connections, 2);
     }
+
+    #[test]
+    fn lambda_never_creates_dynamodb_tables() {
+        let lambda = [
+            ("AWS_LAMBDA_FUNCTION_NAME", "chat"),
+            ("JWT_SECRET", &*"k".repeat(32)),
+            ("DATABASE_URL", "dynamodb://chat"),
+        ];
+        let mut creating = lambda.to_vec();
+        creating.push(("DYNAMODB_CREATE_TABLE", "true"));
+        assert_eq!(parse(&creating).unwrap_err().var, "DYNAMODB_CREATE_TABLE");
+        assert!(!parse(&lambda).unwrap().db.dynamodb_create_table);
+        let laptop = parse(&[("DYNAMODB_CREATE_TABLE", "true")]).unwrap();
+        assert!(laptop.db.dynamodb_create_table);
+    }
 }
