@@ -35,7 +35,7 @@ pub fn function_for(path: &str) -> &'static str {
     } else if path.starts_with("/chat") {
         "chat"
     } else {
-        // /sessions, /health, and anything unknown.
+        // /sessions, /usage, /health, and anything unknown.
         "sessions"
     }
 }

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod function;
 pub mod llm;
@@ -17,3 +18,4 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod usage;

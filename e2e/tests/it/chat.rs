@@ -15,6 +15,7 @@ mod run {
         answers_use_the_history_and_count_tokens,
         invalid_chat_requests_are_422_and_store_nothing,
         concurrent_chats_into_one_session_lose_nothing,
+        usage_adds_up_each_exchange_of_the_month,
     );
 }
 
@@ -258,4 +259,47 @@ async fn concurrent_chats_into_one_session_lose_nothing(target: &Target) {
     assert_eq!(questions.len(), 50, "every question stored exactly once");
     let answers = messages.iter().filter(|m| m["role"] == "assistant").count();
     assert_eq!(answers, 50);
+}
+
+async fn usage_adds_up_each_exchange_of_the_month(target: &Target) {
+    let api = &target.api;
+    let account = api.account().await;
+    let token = Some(account.access_token.as_str());
+    let fresh = api.get("/usage", token).await.expect(200).body;
+    let month = fresh["months"][0]["month"].as_str().unwrap().to_owned();
+    assert_eq!(month.len(), 7, "YYYY-MM: {month}");
+    assert_eq!(fresh["months"][0]["requests"], 0);
+    assert_eq!(fresh["months"].as_array().unwrap().len(), 1);
+
+    let (mut prompt, mut completion) = (0, 0);
+    for message in ["first question", "second question"] {
+        let reply = api
+            .chat(&account, &json!({ "message": message }))
+            .await
+            .expect(200)
+            .body;
+        prompt += reply["usage"]["prompt_tokens"].as_i64().unwrap();
+        completion += reply["usage"]["completion_tokens"].as_i64().unwrap();
+    }
+    let usage = api.get("/usage", token).await.expect(200).body;
+    let current = &usage["months"][0];
+    assert_eq!(current["month"], month.as_str());
+    assert_eq!(current["requests"], 2);
+    assert_eq!(current["prompt_tokens"], prompt);
+    assert_eq!(current["completion_tokens"], completion);
+    assert_eq!(current["total_tokens"], prompt + completion);
+    assert_eq!(current["models"][0]["model"], "mock");
+    assert_eq!(current["models"][0]["requests"], 2);
+
+    // Usage is private: a newcomer sees none of it.
+    let other = api.account().await;
+    let theirs = api
+        .get("/usage", Some(&other.access_token))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(theirs["months"][0]["requests"], 0);
+    api.get("/usage", None)
+        .await
+        .expect_problem(401, "unauthorized");
 }

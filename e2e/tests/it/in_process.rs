@@ -178,3 +178,33 @@ async fn with_cancel_a_hang_up_stops_the_generation_and_stores_the_part_generate
         "usage is counted either way"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_priced_from_the_configured_table() {
+    let target = spawn_with(
+        "sqlite",
+        testing::fresh_sqlite_url(),
+        &[("LLM_PRICES", "mock=1000/3000, gpt-4o=2.5/10")],
+    )
+    .await;
+    let api = &target.api;
+    let account = api.account().await;
+    let reply = api
+        .chat(&account, &json!({ "message": "price me" }))
+        .await
+        .expect(200)
+        .body;
+    let prompt = reply["usage"]["prompt_tokens"].as_f64().unwrap();
+    let completion = reply["usage"]["completion_tokens"].as_f64().unwrap();
+    let expected = (prompt * 1000.0 + completion * 3000.0) / 1e6;
+
+    let usage = api
+        .get("/usage", Some(&account.access_token))
+        .await
+        .expect(200)
+        .body;
+    let month = &usage["months"][0];
+    let cost = month["cost_usd"].as_f64().unwrap();
+    assert!((cost - expected).abs() < 1e-6, "{cost} vs {expected}");
+    assert_eq!(month["models"][0]["cost_usd"], month["cost_usd"]);
+}

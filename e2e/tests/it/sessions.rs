@@ -10,6 +10,7 @@ mod run {
         sessions_list_most_recently_active_first_with_paging,
         invalid_session_input_is_422_and_changes_nothing,
         another_users_session_is_a_404_like_a_missing_one,
+        export_is_markdown_with_every_body_verbatim_or_json,
     );
 }
 
@@ -255,4 +256,80 @@ async fn another_users_session_is_a_404_like_a_missing_one(target: &Target) {
     assert_eq!(intact["title"], "private");
     assert_eq!(intact["message_count"], 2);
     assert_eq!(intact["messages"].as_array().unwrap().len(), 2);
+}
+
+async fn export_is_markdown_with_every_body_verbatim_or_json(target: &Target) {
+    let api = &target.api;
+    let account = api.account().await;
+    let token = Some(account.access_token.as_str());
+    let session = api
+        .create_session(
+            &account,
+            &json!({ "title": "Décorateurs & closures", "system_prompt": "Réponds en 🇫🇷." }),
+        )
+        .await;
+    let id = session["id"].as_i64().unwrap();
+    let question = "Why does this fail?\n\n```python\ndef f(x):\n    return x  # ✓ naïve\n```\n\nIt says `TypeError`.";
+    api.chat(&account, &json!({ "session_id": id, "message": question }))
+        .await
+        .expect(200);
+    let stored = api.session(&account, id).await;
+
+    let markdown = api
+        .get(&format!("/sessions/{id}/export"), token)
+        .await
+        .expect(200);
+    assert_eq!(
+        markdown.header("content-type"),
+        Some("text/markdown; charset=utf-8")
+    );
+    let disposition = markdown.header("content-disposition").unwrap();
+    assert!(
+        disposition.starts_with(&format!("attachment; filename=\"session-{id}-"))
+            && disposition.ends_with(".md\""),
+        "{disposition}"
+    );
+    let doc = markdown.body.as_str().unwrap();
+    assert!(doc.starts_with("# Décorateurs & closures\n"), "{doc}");
+    // Each section is a heading, a blank line and the body exactly as stored.
+    let sections: Vec<&str> = doc.split("\n## ").skip(1).collect();
+    let mut expected = vec![("System prompt".to_owned(), stored["system_prompt"].clone())];
+    for message in stored["messages"].as_array().unwrap() {
+        let role = if message["role"] == "user" {
+            "User"
+        } else {
+            "Assistant"
+        };
+        expected.push((role.to_owned(), message["content"].clone()));
+    }
+    assert_eq!(sections.len(), expected.len(), "{doc}");
+    for (section, (role, body)) in sections.iter().zip(&expected) {
+        let (heading, rest) = section.split_once("\n\n").unwrap();
+        assert!(heading.starts_with(role.as_str()), "{heading}");
+        let body = body.as_str().unwrap();
+        assert_eq!(rest.strip_suffix('\n').unwrap(), body);
+    }
+    assert_eq!(stored["messages"][0]["content"], question);
+
+    let json = api
+        .get(&format!("/sessions/{id}/export?format=json"), token)
+        .await
+        .expect(200);
+    assert!(
+        json.header("content-disposition")
+            .unwrap()
+            .ends_with(".json\"")
+    );
+    assert_eq!(json.body, stored);
+
+    api.get(&format!("/sessions/{id}/export?format=pdf"), token)
+        .await
+        .expect_problem(422, "validation_failed");
+    let stranger = api.account().await;
+    api.get(
+        &format!("/sessions/{id}/export"),
+        Some(&stranger.access_token),
+    )
+    .await
+    .expect_problem(404, "session_not_found");
 }

@@ -30,6 +30,16 @@ pub struct LlmSettings {
     pub history_max_messages: u32,
     pub history_max_tokens: u32,
     pub stream_on_disconnect: OnDisconnect,
+    /// `LLM_PRICES`: what each model costs, for the cost estimates of GET /usage.
+    pub prices: Vec<ModelPrice>,
+}
+
+/// USD per million tokens, as providers publish them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelPrice {
+    pub model: String,
+    pub input_per_million: f64,
+    pub output_per_million: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +182,7 @@ pub(super) fn parse(vars: &Vars) -> Result<LlmSettings, ConfigError> {
         anthropic,
         history_max_messages: vars.positive("HISTORY_MAX_MESSAGES", 20)?,
         history_max_tokens: vars.positive("HISTORY_MAX_TOKENS", 8000)?,
+        prices: prices(vars)?,
         stream_on_disconnect: vars.choice(
             "STREAM_ON_DISCONNECT",
             OnDisconnect::Finish,
@@ -186,6 +197,43 @@ pub(super) fn parse(vars: &Vars) -> Result<LlmSettings, ConfigError> {
         .list("LLM_MODELS")
         .unwrap_or_else(|| vec![default_model.clone()]);
     Ok(settings)
+}
+
+/// `model=INPUT/OUTPUT,...`, in USD per million tokens: `gpt-4o-mini=0.15/0.60`.
+fn prices(vars: &Vars) -> Result<Vec<ModelPrice>, ConfigError> {
+    const NAME: &str = "LLM_PRICES";
+    let Some(entries) = vars.list(NAME) else {
+        return Ok(Vec::new());
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let invalid = || {
+                ConfigError::new(
+                    NAME,
+                    format!("{entry:?} is not MODEL=INPUT/OUTPUT in USD per million tokens"),
+                )
+            };
+            let (model, rates) = entry.split_once('=').ok_or_else(invalid)?;
+            let (input, output) = rates.split_once('/').ok_or_else(invalid)?;
+            let rate = |text: &str| {
+                text.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|rate| rate.is_finite() && *rate >= 0.0)
+                    .ok_or_else(invalid)
+            };
+            let model = model.trim();
+            if model.is_empty() {
+                return Err(invalid());
+            }
+            Ok(ModelPrice {
+                model: model.to_owned(),
+                input_per_million: rate(input)?,
+                output_per_million: rate(output)?,
+            })
+        })
+        .collect()
 }
 
 fn http_url(vars: &Vars, name: &'static str, default: &str) -> Result<String, ConfigError> {

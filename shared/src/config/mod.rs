@@ -12,8 +12,8 @@ use axum::http::HeaderValue;
 use secrecy::SecretString;
 
 pub use llm::{
-    AnthropicSettings, LlmSettings, MockFailure, MockSettings, OnDisconnect, OpenAiSettings,
-    ProviderKind,
+    AnthropicSettings, LlmSettings, MockFailure, MockSettings, ModelPrice, OnDisconnect,
+    OpenAiSettings, ProviderKind,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -449,5 +449,20 @@ mod tests {
         assert!(!parse(&lambda).unwrap().db.dynamodb_create_table);
         let laptop = parse(&[("DYNAMODB_CREATE_TABLE", "true")]).unwrap();
         assert!(laptop.db.dynamodb_create_table);
+    }
+
+    #[test]
+    fn prices_are_usd_per_million_tokens_per_model() {
+        let settings = parse(&[("LLM_PRICES", "gpt-4o-mini=0.15/0.60, local=0/0")]).unwrap();
+        assert_eq!(settings.llm.prices.len(), 2);
+        assert_eq!(settings.llm.prices[0].model, "gpt-4o-mini");
+        assert_eq!(settings.llm.prices[0].output_per_million, 0.60);
+        for bad in ["gpt-4o", "gpt-4o=1", "=1/2", "gpt-4o=-1/2", "gpt-4o=a/b"] {
+            assert_eq!(
+                parse(&[("LLM_PRICES", bad)]).unwrap_err().var,
+                "LLM_PRICES",
+                "{bad}"
+            );
+        }
     }
 }

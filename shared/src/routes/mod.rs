@@ -6,6 +6,7 @@ pub mod chat;
 pub mod chat_stream;
 pub mod health;
 pub mod sessions;
+pub mod usage;
 
 use axum::Router;
 
@@ -18,5 +19,6 @@ pub fn all() -> Router<AppState> {
         .merge(sessions::router())
         .merge(chat::router())
         .merge(chat_stream::router())
+        .merge(usage::router())
         .merge(health::router())
 }

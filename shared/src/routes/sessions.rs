@@ -1,7 +1,13 @@
 //! /sessions: a user's chat sessions and their history. Another user's session
 //! is a 404 exactly like a missing one, so ids reveal nothing.
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{
@@ -9,6 +15,7 @@ use crate::{
     chat::allowed_model,
     domain::{SYSTEM_PROMPT_MAX_CHARS, TITLE_MAX_CHARS, bounded_text},
     error::{ApiError, FieldError, Result},
+    export,
     extract::{AppJson, AppPath, AppQuery},
     state::AppState,
     store::{Message, NewSession, Session, SessionPatch},
@@ -22,6 +29,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/sessions", get(list).post(create))
         .route("/sessions/{id}", get(show).patch(update).delete(remove))
+        .route("/sessions/{id}/export", get(export))
 }
 
 #[derive(Deserialize)]
@@ -57,6 +65,21 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
 ) -> std::result::Result<Option<T>, D::Error> {
     T::deserialize(deserializer).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    #[serde(default)]
+    format: ExportFormat,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ExportFormat {
+    #[default]
+    Markdown,
+    Json,
 }
 
 #[derive(Serialize)]
@@ -130,6 +153,48 @@ async fn show(
         .ok_or(ApiError::SessionNotFound)?;
     let messages = state.store.list_messages(session.id).await?;
     Ok(Json(SessionWithMessages { session, messages }))
+}
+
+/// The session as a file to download: Markdown by default, `?format=json`
+/// for the same content as GET /sessions/{id}.
+#[tracing::instrument(skip_all, fields(user_id = user.id, session_id = id))]
+async fn export(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<i64>,
+    AppQuery(query): AppQuery<ExportQuery>,
+) -> Result<Response> {
+    let session = state
+        .store
+        .find_session(user.id, id)
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    let messages = state.store.list_messages(session.id).await?;
+    let extension = match query.format {
+        ExportFormat::Markdown => "md",
+        ExportFormat::Json => "json",
+    };
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        export::filename(&session, extension)
+    );
+    let mut response = match query.format {
+        ExportFormat::Markdown => {
+            let doc = export::markdown(&session, &messages);
+            (
+                [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+                doc,
+            )
+                .into_response()
+        }
+        ExportFormat::Json => Json(SessionWithMessages { session, messages }).into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
 }
 
 #[tracing::instrument(skip_all, fields(user_id = user.id, session_id = id))]
