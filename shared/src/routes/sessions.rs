@@ -4,7 +4,7 @@
 use axum::{
     Json, Router,
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -146,13 +146,7 @@ async fn show(
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
 ) -> Result<Json<SessionWithMessages>> {
-    let session = state
-        .store
-        .find_session(user.id, id)
-        .await?
-        .ok_or(ApiError::SessionNotFound)?;
-    let messages = state.store.list_messages(session.id).await?;
-    Ok(Json(SessionWithMessages { session, messages }))
+    Ok(Json(with_messages(&state, user.id, id).await?))
 }
 
 /// The session as a file to download: Markdown by default, `?format=json`
@@ -164,37 +158,38 @@ async fn export(
     AppPath(id): AppPath<i64>,
     AppQuery(query): AppQuery<ExportQuery>,
 ) -> Result<Response> {
+    let found = with_messages(&state, user.id, id).await?;
+    let (content_type, extension) = match query.format {
+        ExportFormat::Markdown => ("text/markdown; charset=utf-8", "md"),
+        ExportFormat::Json => ("application/json", "json"),
+    };
+    let headers = [
+        (header::CONTENT_TYPE, content_type.to_owned()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!(
+                "attachment; filename=\"{}\"",
+                export::filename(&found.session, extension)
+            ),
+        ),
+    ];
+    Ok(match query.format {
+        ExportFormat::Markdown => {
+            (headers, export::markdown(&found.session, &found.messages)).into_response()
+        }
+        ExportFormat::Json => (headers, Json(found)).into_response(),
+    })
+}
+
+/// The user's session and its history; another user's is a 404.
+async fn with_messages(state: &AppState, user_id: i64, id: i64) -> Result<SessionWithMessages> {
     let session = state
         .store
-        .find_session(user.id, id)
+        .find_session(user_id, id)
         .await?
         .ok_or(ApiError::SessionNotFound)?;
     let messages = state.store.list_messages(session.id).await?;
-    let extension = match query.format {
-        ExportFormat::Markdown => "md",
-        ExportFormat::Json => "json",
-    };
-    let disposition = format!(
-        "attachment; filename=\"{}\"",
-        export::filename(&session, extension)
-    );
-    let mut response = match query.format {
-        ExportFormat::Markdown => {
-            let doc = export::markdown(&session, &messages);
-            (
-                [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
-                doc,
-            )
-                .into_response()
-        }
-        ExportFormat::Json => Json(SessionWithMessages { session, messages }).into_response(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&disposition) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    Ok(SessionWithMessages { session, messages })
 }
 
 #[tracing::instrument(skip_all, fields(user_id = user.id, session_id = id))]

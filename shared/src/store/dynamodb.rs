@@ -27,7 +27,9 @@ use aws_sdk_dynamodb::{
 use time::OffsetDateTime;
 
 use self::{
-    errors::{Backoff, Cancelled, cancellation, classify, is_condition_failed, still_conflicting},
+    errors::{
+        Backoff, Cancelled, cancellation, classify, is_condition_failed, other, still_conflicting,
+    },
     item::{Item, Read, key, n, s, time},
 };
 use super::{
@@ -101,9 +103,8 @@ impl DynamoStore {
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(session_key(user_id, session_id)))
-                .update_expression("SET next_seq = if_not_exists(next_seq, :zero) + :one")
+                .update_expression("ADD next_seq :one")
                 .condition_expression("attribute_exists(pk)")
-                .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":one", n(1))
                 .return_values(ReturnValue::UpdatedNew)
                 .send()
@@ -313,10 +314,6 @@ where
             sent => return sent,
         }
     }
-}
-
-fn other(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Other(anyhow::Error::new(err))
 }
 
 fn session_key(user_id: i64, session_id: i64) -> Item {

@@ -1,22 +1,23 @@
 //! Timestamps as the stores write them.
 //!
-//! Postgres compares `timestamptz` values. SQLite compares text, and sqlx's
-//! default RFC 3339 text trims trailing zeros (`…:05Z` sorts after `…:05.5Z`),
-//! so on SQLite every timestamp is written with exactly six fractional digits:
-//! then text order is time order, for `ORDER BY updated_at` and `expires_at > $n`.
+//! Postgres compares `timestamptz` values. SQLite and DynamoDB compare text, and
+//! sqlx's default RFC 3339 text trims trailing zeros (`…:05Z` sorts after
+//! `…:05.5Z`), so there every timestamp is written with exactly six fractional
+//! digits: then text order is time order, for `ORDER BY updated_at`,
+//! `expires_at > $n` and DynamoDB's activity key.
 
 use sqlx::{Database, Encode, Postgres, Sqlite, Type, encode::IsNull, error::BoxDynError};
 use time::{OffsetDateTime, UtcOffset, format_description::FormatItem, macros::format_description};
 
-const SQLITE_FORMAT: &[FormatItem<'static>] =
+const SORTABLE_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 #[derive(Debug, Clone, Copy)]
 pub struct DbTime(pub OffsetDateTime);
 
 impl DbTime {
-    pub fn sqlite_text(self) -> Result<String, time::error::Format> {
-        self.0.to_offset(UtcOffset::UTC).format(SQLITE_FORMAT)
+    pub fn sortable_text(self) -> Result<String, time::error::Format> {
+        self.0.to_offset(UtcOffset::UTC).format(SORTABLE_FORMAT)
     }
 }
 
@@ -31,7 +32,7 @@ impl Encode<'_, Sqlite> for DbTime {
         &self,
         buf: &mut <Sqlite as Database>::ArgumentBuffer,
     ) -> Result<IsNull, BoxDynError> {
-        <String as Encode<Sqlite>>::encode(self.sqlite_text()?, buf)
+        <String as Encode<Sqlite>>::encode(self.sortable_text()?, buf)
     }
 }
 
@@ -57,12 +58,12 @@ mod tests {
     use super::DbTime;
 
     #[test]
-    fn sqlite_text_has_a_fixed_width_so_it_sorts_as_time() {
+    fn sortable_text_has_a_fixed_width_so_it_sorts_as_time() {
         let whole = DbTime(datetime!(2026-11-27 12:00:05 UTC))
-            .sqlite_text()
+            .sortable_text()
             .unwrap();
         let half = DbTime(datetime!(2026-11-27 12:00:05.5 UTC))
-            .sqlite_text()
+            .sortable_text()
             .unwrap();
         assert_eq!(whole, "2026-11-27T12:00:05.000000Z");
         assert_eq!(half, "2026-11-27T12:00:05.500000Z");

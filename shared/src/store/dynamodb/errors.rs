@@ -118,9 +118,14 @@ impl Backoff {
     }
 }
 
-/// A conflict that outlasted the backoff: the item is too busy right now.
+/// A write still refused after the backoff (a transaction conflict, or batch
+/// items left unprocessed): the items are too busy right now.
 pub fn still_conflicting() -> StoreError {
     StoreError::Unavailable(anyhow::anyhow!(
-        "DynamoDB: the item stayed in conflicting transactions through every retry"
+        "DynamoDB: the write was still refused after every retry"
     ))
+}
+
+pub fn other(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(anyhow::Error::new(err))
 }

@@ -22,6 +22,7 @@ use anyhow::{Context as _, anyhow};
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
+use super::errors::other;
 use crate::store::{
     Message, MonthlyUsage, Session, StoreError, StoreResult, User, timestamp::DbTime,
 };
@@ -81,7 +82,7 @@ pub fn n(value: i64) -> AttributeValue {
 /// activity key) is time order.
 pub fn time_text(at: OffsetDateTime) -> StoreResult<String> {
     DbTime(at)
-        .sqlite_text()
+        .sortable_text()
         .map_err(|err| StoreError::Other(err.into()))
 }
 
@@ -179,10 +180,6 @@ impl Read<'_> {
             requests: self.int("requests")?,
         })
     }
-}
-
-fn other(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Other(anyhow::Error::new(err))
 }
 
 /// Where the store lives: `dynamodb://TABLE`, or `dynamodb://TABLE?endpoint=URL`
