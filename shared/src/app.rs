@@ -22,6 +22,7 @@ use tower_http::{
 
 use crate::{
     error::{ApiError, PROBLEM_JSON, Problem},
+    rate_limit,
     state::AppState,
 };
 
@@ -67,6 +68,10 @@ pub fn build(routes: Router<AppState>, state: AppState) -> Router {
             ApiError::RouteNotFound(format!("{} {}", request.method(), request.uri().path()))
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::enforce,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| buffer_body(body_limit, request, next),

@@ -43,5 +43,5 @@ pub async fn cold_start(needs: Needs) -> anyhow::Result<AppState> {
         }
         Needs::StoreOnly => Arc::new(llm::NoProvider),
     };
-    Ok(AppState::from_parts(&settings, store, provider))
+    AppState::from_parts(&settings, store, provider)
 }

@@ -11,6 +11,7 @@ pub mod export;
 pub mod extract;
 pub mod function;
 pub mod llm;
+pub mod rate_limit;
 pub mod routes;
 pub mod server;
 pub mod state;

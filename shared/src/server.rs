@@ -47,7 +47,11 @@ impl Application {
     /// generations whose clients have left store their answers (bounded by
     /// `LLM_TIMEOUT_SECS`, which bounds each of them anyway).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        // The peer address feeds the per-IP limits on sign-in and registration.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         let generations = &self.state.generations;

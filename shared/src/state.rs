@@ -11,6 +11,7 @@ use crate::{
     auth::{JwtKeys, Passwords, random_bytes},
     config::Settings,
     llm::{self, Provider},
+    rate_limit::RateLimiter,
     store::{self, Store},
 };
 
@@ -23,6 +24,7 @@ pub struct Inner {
     pub provider: Arc<dyn Provider>,
     pub jwt: Arc<JwtKeys>,
     pub passwords: Passwords,
+    pub limiter: RateLimiter,
     /// Streaming generations still running, so shutdown can wait for them.
     pub generations: TaskTracker,
 }
@@ -43,32 +45,29 @@ impl FromRef<AppState> for Arc<JwtKeys> {
 impl AppState {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let store = store::connect(&settings.db).await?;
-        Ok(Self::from_parts(
-            settings,
-            store,
-            llm::from_settings(&settings.llm)?,
-        ))
+        Self::from_parts(settings, store, llm::from_settings(&settings.llm)?)
     }
 
     pub fn from_parts(
         settings: &Settings,
         store: Arc<dyn Store>,
         provider: Arc<dyn Provider>,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let secret = settings.auth.jwt_secret.clone().unwrap_or_else(|| {
             tracing::warn!(
                 "JWT_SECRET is not set: using a random key, so tokens stop working when this process stops"
             );
             generated_secret()
         });
-        Self(Arc::new(Inner {
+        Ok(Self(Arc::new(Inner {
             settings: settings.clone(),
             store,
             provider,
             jwt: Arc::new(JwtKeys::new(&secret, settings.auth.access_token_ttl)),
             passwords: Passwords::new(settings.auth.bcrypt_cost),
             generations: TaskTracker::new(),
-        }))
+            limiter: RateLimiter::new(&settings.limits)?,
+        })))
     }
 }
 

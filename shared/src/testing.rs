@@ -75,6 +75,22 @@ pub fn dynamodb_test_url() -> anyhow::Result<Option<String>> {
     Ok(emulator.map(|_| format!("dynamodb://{PREFIX}{}_{}", std::process::id(), uuid_like())))
 }
 
+/// `TEST_REDIS_URL`, for the rate-limit tests; with `CI` set, required.
+pub fn redis_test_url() -> anyhow::Result<Option<String>> {
+    let url = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    if url.is_none() && std::env::var_os("CI").is_some() {
+        anyhow::bail!("CI is set but TEST_REDIS_URL is not: the Redis rate-limit tests cannot run");
+    }
+    Ok(url)
+}
+
+/// A key prefix no other test (or earlier run) uses, for a shared Redis.
+pub fn unique_redis_prefix() -> String {
+    format!("{PREFIX}{}_{}:", std::process::id(), uuid_like())
+}
+
 /// A new SQLite file in the system's temp directory.
 pub fn fresh_sqlite_url() -> String {
     let path = std::env::temp_dir().join(format!("chat_test_{}.db", uuid_like()));

@@ -111,6 +111,10 @@ pub async fn spawn_with(name: &str, database_url: String, extra: &[(&str, &str)]
         ("DB_MAX_CONNECTIONS", "5"),
         // A dynamodb:// target gets a fresh table on the emulator.
         ("DYNAMODB_CREATE_TABLE", "true"),
+        // Out of the way of the scenarios; limits.rs tests them at their size.
+        ("RATE_LIMIT_REQUESTS", "100000/min"),
+        ("RATE_LIMIT_CHAT", "100000/min"),
+        ("RATE_LIMIT_AUTH", "100000/min"),
     ];
     let settings = Settings::from_lookup(|key| {
         extra

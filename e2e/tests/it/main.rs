@@ -10,6 +10,7 @@ mod dynamodb;
 mod failures;
 mod http;
 mod in_process;
+mod limits;
 mod providers;
 mod sessions;
 mod streaming;

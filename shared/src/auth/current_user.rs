@@ -2,7 +2,7 @@
 
 use axum::{
     extract::{FromRef, FromRequestParts},
-    http::{header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
 };
 use std::sync::Arc;
 
@@ -22,19 +22,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // The rate limiter has already verified this request's token.
+        if let Some(user) = parts.extensions.get::<Self>() {
+            tracing::Span::current().record("user_id", user.id);
+            return Ok(*user);
+        }
         let keys = Arc::<JwtKeys>::from_ref(state);
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                let (scheme, token) = value.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .ok_or_else(|| {
-                tracing::debug!("missing or malformed Authorization header");
-                ApiError::Unauthorized
-            })?;
+        let token = bearer_token(&parts.headers).ok_or_else(|| {
+            tracing::debug!("missing or malformed Authorization header");
+            ApiError::Unauthorized
+        })?;
         let id = keys.verify(token).map_err(|reason| {
             tracing::debug!(%reason, "rejected access token");
             ApiError::Unauthorized
@@ -42,4 +39,11 @@ where
         tracing::Span::current().record("user_id", id);
         Ok(Self { id })
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

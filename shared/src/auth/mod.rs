@@ -6,7 +6,7 @@ mod jwt;
 mod password;
 mod refresh;
 
-pub use current_user::CurrentUser;
+pub use current_user::{CurrentUser, bearer_token};
 pub use jwt::{AccessClaims, JwtKeys};
 pub use password::Passwords;
 pub use refresh::{RefreshToken, hash_refresh_token, hex, new_family, random_bytes};

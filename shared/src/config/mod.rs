@@ -3,6 +3,7 @@
 //! Every variable is parsed here and nowhere else, so a bad value stops start-up
 //! with one line naming the variable, instead of failing on the first request.
 
+mod limits;
 mod llm;
 mod secrets;
 
@@ -11,6 +12,7 @@ use std::{fmt, str::FromStr, time::Duration};
 use axum::http::HeaderValue;
 use secrecy::SecretString;
 
+pub use limits::{LimitSettings, Rate, RedisOutagePolicy};
 pub use llm::{
     AnthropicSettings, LlmSettings, MockFailure, MockSettings, ModelPrice, OnDisconnect,
     OpenAiSettings, ProviderKind,
@@ -44,6 +46,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub llm: LlmSettings,
     pub http: HttpSettings,
+    pub limits: LimitSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +179,7 @@ impl Settings {
                 body_limit_bytes: vars.positive("BODY_LIMIT_BYTES", 256 * 1024)?,
                 request_timeout: Duration::from_secs(vars.positive("REQUEST_TIMEOUT_SECS", 300)?),
             },
+            limits: limits::parse(&vars, on_lambda)?,
         })
     }
 }
@@ -449,6 +453,41 @@ mod tests {
         assert!(!parse(&lambda).unwrap().db.dynamodb_create_table);
         let laptop = parse(&[("DYNAMODB_CREATE_TABLE", "true")]).unwrap();
         assert!(laptop.db.dynamodb_create_table);
+    }
+
+    #[test]
+    fn rate_limits_quota_and_admins() {
+        let defaults = parse(&[]).unwrap().limits;
+        assert_eq!(defaults.per_user_chat.unwrap().to_string(), "30/60s");
+        assert_eq!(defaults.on_redis_error, RedisOutagePolicy::Open);
+        assert!(defaults.redis_url.is_none() && defaults.monthly_token_quota.is_none());
+        let set = parse(&[
+            ("RATE_LIMIT_CHAT", "5/s"),
+            ("RATE_LIMIT_AUTH", "off"),
+            ("RATE_LIMIT_ON_REDIS_ERROR", "local"),
+            ("MONTHLY_TOKEN_QUOTA", "100000"),
+            ("ADMIN_EMAILS", "Root@Example.com, ops@example.com"),
+        ])
+        .unwrap()
+        .limits;
+        let chat = set.per_user_chat.unwrap();
+        assert_eq!(
+            (chat.limit, chat.interval()),
+            (5, Duration::from_millis(200))
+        );
+        assert_eq!(set.per_ip_auth, None);
+        assert_eq!(set.on_redis_error, RedisOutagePolicy::Local);
+        assert_eq!(set.monthly_token_quota, Some(100_000));
+        assert_eq!(set.admin_emails, ["root@example.com", "ops@example.com"]);
+        for (var, bad) in [
+            ("RATE_LIMIT_CHAT", "0/min"),
+            ("RATE_LIMIT_CHAT", "10"),
+            ("RATE_LIMIT_REQUESTS", "10/week"),
+            ("RATE_LIMIT_ON_REDIS_ERROR", "maybe"),
+            ("MONTHLY_TOKEN_QUOTA", "0"),
+        ] {
+            assert_eq!(parse(&[(var, bad)]).unwrap_err().var, var, "{bad}");
+        }
     }
 
     #[test]
