@@ -10,6 +10,10 @@ use serde_json::{Value, json};
 
 pub const PASSWORD: &str = "secret123";
 
+/// The administrator the scenarios use: the deployment under test lists it in
+/// `ADMIN_EMAILS`.
+pub const ADMIN_EMAIL: &str = "admin@e2e.example.com";
+
 /// Where an API runs: one server, or Lambda functions each serving a group.
 #[derive(Clone)]
 enum Routing {
@@ -34,6 +38,8 @@ pub fn function_for(path: &str) -> &'static str {
         "chat-stream"
     } else if path.starts_with("/chat") {
         "chat"
+    } else if path.starts_with("/admin") {
+        "admin"
     } else {
         // /sessions, /usage, /health, and anything unknown.
         "sessions"
@@ -254,6 +260,32 @@ impl Api {
                 .as_str()
                 .expect("refresh token")
                 .to_owned(),
+        }
+    }
+
+    /// Signs in as `ADMIN_EMAIL`, registering it the first time.
+    pub async fn admin(&self) -> Account {
+        let registered = self.register(ADMIN_EMAIL, PASSWORD).await;
+        assert!(
+            matches!(registered.status.as_u16(), 201 | 409),
+            "registering the admin: {}",
+            registered.body
+        );
+        let tokens = self
+            .login_json(ADMIN_EMAIL, PASSWORD)
+            .await
+            .expect(200)
+            .body;
+        let me = self
+            .get("/auth/me", tokens["access_token"].as_str())
+            .await
+            .expect(200)
+            .body;
+        Account {
+            id: me["id"].as_i64().expect("admin id"),
+            email: ADMIN_EMAIL.to_owned(),
+            access_token: tokens["access_token"].as_str().expect("token").to_owned(),
+            refresh_token: tokens["refresh_token"].as_str().expect("token").to_owned(),
         }
     }
 

@@ -52,6 +52,19 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("session not found")]
     SessionNotFound,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("this account is not an administrator")]
+    Forbidden,
+    #[error(
+        "this month's token quota of {quota} is used up ({used} used); it renews on the 1st (UTC)"
+    )]
+    QuotaExceeded {
+        quota: i64,
+        used: i64,
+        /// Until the month ends.
+        renews_in: std::time::Duration,
+    },
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("this method is not allowed on this route")]
@@ -127,7 +140,11 @@ impl ApiError {
             Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::SessionNotFound | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::SessionNotFound | Self::UserNotFound | Self::RouteNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Provider { source, .. } => source.status(),
             Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -146,6 +163,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
             Self::SessionNotFound => "session_not_found",
+            Self::UserNotFound => "user_not_found",
+            Self::Forbidden => "forbidden",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::RouteNotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Provider { source, .. } => source.code(),
@@ -167,6 +187,9 @@ impl ApiError {
                 session_id: Some(id),
                 ..
             } => problem = problem.with("session_id", id),
+            Self::QuotaExceeded { quota, used, .. } => {
+                problem = problem.with("quota", quota).with("used", used);
+            }
             _ => {}
         }
         problem
@@ -189,10 +212,13 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        // Tell the client when the provider says it may try again.
-        if let Self::Provider { source, .. } = &self
-            && let Some(wait) = source.retry_after()
-        {
+        // Tell the client when the provider (or the calendar) says it may try again.
+        let retry_after = match &self {
+            Self::Provider { source, .. } => source.retry_after(),
+            Self::QuotaExceeded { renews_in, .. } => Some(*renews_in),
+            _ => None,
+        };
+        if let Some(wait) = retry_after {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);

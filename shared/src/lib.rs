@@ -1,6 +1,7 @@
 //! chat-core: everything the chat-api binaries share. The server and each
 //! Lambda function are a few lines around `state::AppState`, `routes` and `app`.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod chat;

@@ -7,8 +7,28 @@ use crate::{config::ModelPrice, store::MonthlyUsage};
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct UsageReport {
+    /// This month's token quota, if one applies.
+    pub quota: Quota,
     /// Newest first; the current month always leads, even before any chat.
     pub months: Vec<MonthReport>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Quota {
+    /// `null`: unlimited.
+    pub monthly_tokens: Option<i64>,
+    pub used_tokens: i64,
+    pub remaining_tokens: Option<i64>,
+}
+
+impl Quota {
+    pub fn new(monthly_tokens: Option<i64>, used_tokens: i64) -> Self {
+        Self {
+            monthly_tokens,
+            used_tokens,
+            remaining_tokens: monthly_tokens.map(|quota| (quota - used_tokens).max(0)),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -38,7 +58,31 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn zero() -> Self {
+    /// One model's figures, priced from `LLM_PRICES`.
+    pub fn priced(
+        model: &str,
+        prompt_tokens: i64,
+        completion_tokens: i64,
+        requests: i64,
+        prices: &[ModelPrice],
+    ) -> Self {
+        let price = prices.iter().find(|price| price.model == model);
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            requests,
+            cost_usd: price.map(|price| {
+                round_micro(
+                    (prompt_tokens as f64 * price.input_per_million
+                        + completion_tokens as f64 * price.output_per_million)
+                        / 1e6,
+                )
+            }),
+        }
+    }
+
+    pub fn zero() -> Self {
         Self {
             prompt_tokens: 0,
             completion_tokens: 0,
@@ -48,7 +92,7 @@ impl Totals {
         }
     }
 
-    fn add(&mut self, other: &Self) {
+    pub fn add(&mut self, other: &Self) {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.total_tokens += other.total_tokens;
@@ -61,7 +105,12 @@ impl Totals {
 }
 
 /// `rows` as the store returns them: newest month first, then by model.
-pub fn report(rows: &[MonthlyUsage], prices: &[ModelPrice], current_month: &str) -> UsageReport {
+pub fn report(
+    rows: &[MonthlyUsage],
+    prices: &[ModelPrice],
+    current_month: &str,
+    quota: Quota,
+) -> UsageReport {
     let mut months: Vec<MonthReport> = Vec::new();
     for row in rows {
         let model = ModelReport {
@@ -97,24 +146,17 @@ pub fn report(rows: &[MonthlyUsage], prices: &[ModelPrice], current_month: &str)
             },
         );
     }
-    UsageReport { months }
+    UsageReport { quota, months }
 }
 
 fn priced(row: &MonthlyUsage, prices: &[ModelPrice]) -> Totals {
-    let price = prices.iter().find(|price| price.model == row.model);
-    Totals {
-        prompt_tokens: row.prompt_tokens,
-        completion_tokens: row.completion_tokens,
-        total_tokens: row.prompt_tokens + row.completion_tokens,
-        requests: row.requests,
-        cost_usd: price.map(|price| {
-            round_micro(
-                (row.prompt_tokens as f64 * price.input_per_million
-                    + row.completion_tokens as f64 * price.output_per_million)
-                    / 1e6,
-            )
-        }),
-    }
+    Totals::priced(
+        &row.model,
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.requests,
+        prices,
+    )
 }
 
 /// Millionths of a dollar: finer than any bill, and free of float noise.
@@ -152,7 +194,7 @@ mod tests {
             row("2026-10", "gpt-4o-mini", 2_000, 1_000, 3),
         ];
         let prices = [price("gpt-4o-mini", 0.15, 0.60), price("mock", 0.0, 0.0)];
-        let report = report(&rows, &prices, "2026-11");
+        let report = report(&rows, &prices, "2026-11", Quota::new(None, 0));
         let november = &report.months[0];
         assert_eq!(november.month, "2026-11");
         assert_eq!(november.totals.total_tokens, 1_500_030);
@@ -168,7 +210,12 @@ mod tests {
             row("2026-11", "a", 10, 10, 1),
             row("2026-11", "b", 10, 10, 1),
         ];
-        let report = report(&rows, &[price("a", 1.0, 1.0)], "2026-11");
+        let report = report(
+            &rows,
+            &[price("a", 1.0, 1.0)],
+            "2026-11",
+            Quota::new(None, 0),
+        );
         let november = &report.months[0];
         assert_eq!(november.models[0].totals.cost_usd, Some(0.00002));
         assert_eq!(november.models[1].totals.cost_usd, None);
@@ -177,10 +224,17 @@ mod tests {
 
     #[test]
     fn the_current_month_leads_even_before_any_chat() {
-        let report = report(&[row("2026-10", "a", 1, 1, 1)], &[], "2026-11");
+        let report = report(
+            &[row("2026-10", "a", 1, 1, 1)],
+            &[],
+            "2026-11",
+            Quota::new(Some(5), 9),
+        );
         assert_eq!(report.months.len(), 2);
         assert_eq!(report.months[0].month, "2026-11");
         assert_eq!(report.months[0].totals.requests, 0);
         assert_eq!(report.months[1].totals.cost_usd, None);
+        // An answer may overshoot the quota; what remains is never negative.
+        assert_eq!(report.quota.remaining_tokens, Some(0));
     }
 }

@@ -115,6 +115,7 @@ pub async fn spawn_with(name: &str, database_url: String, extra: &[(&str, &str)]
         ("RATE_LIMIT_REQUESTS", "100000/min"),
         ("RATE_LIMIT_CHAT", "100000/min"),
         ("RATE_LIMIT_AUTH", "100000/min"),
+        ("ADMIN_EMAILS", e2e::ADMIN_EMAIL),
     ];
     let settings = Settings::from_lookup(|key| {
         extra

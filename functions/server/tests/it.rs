@@ -92,3 +92,63 @@ async fn two_processes_sharing_one_redis_enforce_one_limit() {
         assert!(refused.header("retry-after").is_some());
     }
 }
+
+/// `server promote-admin EMAIL` / `demote-admin EMAIL`, against the store a
+/// running server uses.
+fn admin_command(database: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_server"))
+        .env_clear()
+        .env("DATABASE_URL", database)
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .output()
+        .expect("run the server binary")
+}
+
+#[tokio::test]
+async fn the_cli_promotes_and_demotes_administrators() {
+    let database = testing::fresh_sqlite_url();
+    let server = Server::start(&[
+        ("DATABASE_URL", database.as_str()),
+        ("JWT_SECRET", "the-cli-test-secret-0123456789abcdefgh"),
+    ])
+    .await;
+    let account = server.api.account().await;
+    let token = Some(account.access_token.as_str());
+    server
+        .api
+        .get("/admin/users", token)
+        .await
+        .expect_problem(403, "forbidden");
+
+    // Emails are matched as stored: trimmed and lower-cased.
+    let shouted = account.email.to_uppercase();
+    let promoted = admin_command(&database, &["promote-admin", &shouted]);
+    assert!(promoted.status.success(), "{promoted:?}");
+    assert!(String::from_utf8_lossy(&promoted.stdout).contains("is now an administrator"));
+    let page = server.api.get("/admin/users", token).await.expect(200).body;
+    assert_eq!(page["users"][0]["is_admin"], true);
+
+    let demoted = admin_command(&database, &["demote-admin", &account.email]);
+    assert!(demoted.status.success(), "{demoted:?}");
+    server
+        .api
+        .get("/admin/users", token)
+        .await
+        .expect_problem(403, "forbidden");
+
+    let unknown = admin_command(&database, &["promote-admin", "nobody@example.com"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no account"));
+    for wrong in [
+        &["promote-admin"][..],
+        &["promote-admin", "not-an-email"],
+        &["frobnicate", "x"],
+    ] {
+        assert_eq!(
+            admin_command(&database, wrong).status.code(),
+            Some(2),
+            "{wrong:?}"
+        );
+    }
+}

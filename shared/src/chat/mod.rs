@@ -3,6 +3,7 @@
 
 mod context;
 mod generation;
+pub mod quota;
 
 use time::OffsetDateTime;
 
@@ -72,10 +73,12 @@ pub struct Exchange {
     pub request: ChatRequest,
 }
 
-/// Stores the user's message before anything is sent upstream, so a provider
-/// failure never loses it, and builds the provider request from the history.
+/// Checks the user's quota, then stores the user's message before anything is
+/// sent upstream, so a provider failure never loses it, and builds the
+/// provider request from the history.
 #[tracing::instrument(skip_all, fields(user_id, session_id))]
 pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<Exchange> {
+    quota::check(state, user_id).await?;
     let session = match input.session_id {
         Some(id) => state
             .store
@@ -154,7 +157,7 @@ pub async fn finish(
 ) -> Result<(Message, Usage)> {
     let usage = counted_usage(exchange, &answer);
     let record = UsageRecord {
-        month: month_of(OffsetDateTime::now_utc()),
+        day: day_of(OffsetDateTime::now_utc()),
         model: answer.model,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
@@ -219,4 +222,9 @@ pub async fn complete(state: &AppState, exchange: &Exchange) -> Result<(Message,
 /// `YYYY-MM` in UTC, the key of monthly usage.
 pub fn month_of(at: OffsetDateTime) -> String {
     format!("{:04}-{:02}", at.year(), u8::from(at.month()))
+}
+
+/// `YYYY-MM-DD`, UTC.
+pub fn day_of(at: OffsetDateTime) -> String {
+    format!("{}-{:02}", month_of(at), at.day())
 }

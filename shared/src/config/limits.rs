@@ -1,4 +1,4 @@
-//! Settings for rate limits, token quotas and who is an administrator.
+//! Settings for rate limits and token quotas.
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -27,8 +27,6 @@ pub struct LimitSettings {
     /// `MONTHLY_TOKEN_QUOTA`: tokens per user per calendar month (UTC) unless
     /// an admin set the user's own; `None` is unlimited.
     pub monthly_token_quota: Option<i64>,
-    /// `ADMIN_EMAILS`: these accounts are administrators, lower-cased.
-    pub admin_emails: Vec<String>,
 }
 
 /// `limit` requests per `period`, allowed in a burst of up to `limit`.
@@ -71,12 +69,6 @@ pub(super) fn parse(vars: &Vars<'_>, on_lambda: bool) -> Result<LimitSettings, C
             None => None,
             Some(_) => Some(vars.positive("MONTHLY_TOKEN_QUOTA", 1_i64)?),
         },
-        admin_emails: vars
-            .list("ADMIN_EMAILS")
-            .unwrap_or_default()
-            .into_iter()
-            .map(|email| email.to_lowercase())
-            .collect(),
     })
 }
 

@@ -69,6 +69,9 @@ pub struct AuthSettings {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     pub bcrypt_cost: u32,
+    /// `ADMIN_EMAILS`: these accounts are administrators (lower-cased, as
+    /// emails are stored), besides those promoted with `server promote-admin`.
+    pub admin_emails: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +175,12 @@ impl Settings {
                     vars.positive("REFRESH_TOKEN_TTL_SECS", 2_592_000)?,
                 ),
                 bcrypt_cost: vars.bcrypt_cost()?,
+                admin_emails: vars
+                    .list("ADMIN_EMAILS")
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|email| email.to_lowercase())
+                    .collect(),
             },
             llm: llm::parse(&vars)?,
             http: HttpSettings {
@@ -456,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn rate_limits_quota_and_admins() {
+    fn rate_limits_quotas_and_admins() {
         let defaults = parse(&[]).unwrap().limits;
         assert_eq!(defaults.per_user_chat.unwrap().to_string(), "30/60s");
         assert_eq!(defaults.on_redis_error, RedisOutagePolicy::Open);
@@ -466,7 +475,6 @@ mod tests {
             ("RATE_LIMIT_AUTH", "off"),
             ("RATE_LIMIT_ON_REDIS_ERROR", "local"),
             ("MONTHLY_TOKEN_QUOTA", "100000"),
-            ("ADMIN_EMAILS", "Root@Example.com, ops@example.com"),
         ])
         .unwrap()
         .limits;
@@ -478,7 +486,11 @@ mod tests {
         assert_eq!(set.per_ip_auth, None);
         assert_eq!(set.on_redis_error, RedisOutagePolicy::Local);
         assert_eq!(set.monthly_token_quota, Some(100_000));
-        assert_eq!(set.admin_emails, ["root@example.com", "ops@example.com"]);
+        let admins = parse(&[("ADMIN_EMAILS", "Root@Example.com, ops@example.com")]).unwrap();
+        assert_eq!(
+            admins.auth.admin_emails,
+            ["root@example.com", "ops@example.com"]
+        );
         for (var, bad) in [
             ("RATE_LIMIT_CHAT", "0/min"),
             ("RATE_LIMIT_CHAT", "10"),

@@ -1,6 +1,7 @@
 //! One Router per endpoint group. The server merges them all; each Lambda
 //! function serves one, so both run exactly the same handlers.
 
+pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod chat_stream;
@@ -21,4 +22,5 @@ pub fn all() -> Router<AppState> {
         .merge(chat_stream::router())
         .merge(usage::router())
         .merge(health::router())
+        .merge(admin::router())
 }

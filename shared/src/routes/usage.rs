@@ -4,10 +4,10 @@ use axum::{Json, Router, extract::State, routing::get};
 
 use crate::{
     auth::CurrentUser,
-    chat::month_of,
-    error::Result,
+    chat::{month_of, quota},
+    error::{ApiError, Result},
     state::AppState,
-    usage::{self, UsageReport},
+    usage::{self, Quota, UsageReport},
 };
 
 pub fn router() -> Router<AppState> {
@@ -18,9 +18,19 @@ pub fn router() -> Router<AppState> {
 async fn show(State(state): State<AppState>, user: CurrentUser) -> Result<Json<UsageReport>> {
     let rows = state.store.monthly_usage(user.id).await?;
     let current = month_of(time::OffsetDateTime::now_utc());
+    let standing = state
+        .store
+        .standing(user.id, &current)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let quota = Quota::new(
+        quota::effective(standing.token_quota, &state),
+        standing.used_tokens,
+    );
     Ok(Json(usage::report(
         &rows,
         &state.settings.llm.prices,
         &current,
+        quota,
     )))
 }

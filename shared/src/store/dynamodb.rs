@@ -7,6 +7,7 @@
 //! uniqueness condition; a message, its session's count and activity, and the
 //! month's usage commit together or not at all.
 
+mod admin;
 mod errors;
 mod item;
 mod table;
@@ -33,8 +34,9 @@ use self::{
     item::{Item, Read, key, n, s, time},
 };
 use super::{
-    Message, MonthlyUsage, NewMessage, NewRefreshToken, NewSession, Rotation, Session,
-    SessionPatch, Store, StoreError, StoreResult, UsageRecord, User, UserCredentials, now,
+    DailyUsage, Message, MonthlyUsage, NewMessage, NewRefreshToken, NewSession, Rotation, Session,
+    SessionPatch, Standing, Store, StoreError, StoreResult, UsageRecord, User, UserCredentials,
+    UserOverview, now,
 };
 use crate::config::DbSettings;
 
@@ -361,10 +363,16 @@ impl Store for DynamoStore {
             ("email", s(email)),
             ("created_at", time(created_at)?),
         ]);
+        let listed = attributes([
+            ("pk", s(item::DIRECTORY_PK)),
+            ("sk", s(item::directory_sk(id))),
+            ("id", n(id)),
+        ]);
         let written = self
             .transact(vec![
                 self.put(guard, "attribute_not_exists(pk)")?,
                 self.put(profile, "attribute_not_exists(pk)")?,
+                self.put(listed, "attribute_not_exists(pk)")?,
             ])
             .await;
         match written {
@@ -737,7 +745,7 @@ impl Store for DynamoStore {
             items.push(self.update(
                 key(
                     item::user_pk(user_id),
-                    item::usage_sk(&usage.month, &usage.model),
+                    item::usage_sk(usage.month(), &usage.model),
                 ),
                 "ADD prompt_tokens :prompt, completion_tokens :completion, requests :one \
                  SET #month = :month, #model = :model",
@@ -747,7 +755,25 @@ impl Store for DynamoStore {
                     (":prompt", n(usage.prompt_tokens)),
                     (":completion", n(usage.completion_tokens)),
                     (":one", n(1)),
-                    (":month", s(&usage.month)),
+                    (":month", s(usage.month())),
+                    (":model", s(&usage.model)),
+                ]),
+            )?);
+            items.push(self.update(
+                key(
+                    item::daily_pk(usage.month()),
+                    item::daily_sk(&usage.day, user_id, &usage.model),
+                ),
+                "ADD prompt_tokens :prompt, completion_tokens :completion, requests :one \
+                 SET #day = :day, user_id = :user, #model = :model",
+                None,
+                &[("#day", "day"), ("#model", "model")],
+                attributes([
+                    (":prompt", n(usage.prompt_tokens)),
+                    (":completion", n(usage.completion_tokens)),
+                    (":one", n(1)),
+                    (":day", s(&usage.day)),
+                    (":user", n(user_id)),
                     (":model", s(&usage.model)),
                 ]),
             )?);
@@ -781,5 +807,38 @@ impl Store for DynamoStore {
             .collect::<StoreResult<Vec<_>>>()?;
         months.sort_by(|a, b| b.month.cmp(&a.month).then_with(|| a.model.cmp(&b.model)));
         Ok(months)
+    }
+
+    async fn standing(&self, user_id: i64, month: &str) -> StoreResult<Option<Standing>> {
+        self.standing_of(user_id, month).await
+    }
+
+    async fn set_admin(&self, email: &str, is_admin: bool) -> StoreResult<bool> {
+        self.set_admin_flag(email, is_admin).await
+    }
+
+    async fn set_token_quota(&self, user_id: i64, quota: Option<i64>) -> StoreResult<bool> {
+        self.set_quota(user_id, quota).await
+    }
+
+    async fn user_overviews(
+        &self,
+        month: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<UserOverview>> {
+        self.overviews(month, limit, offset).await
+    }
+
+    async fn user_overview(&self, user_id: i64, month: &str) -> StoreResult<Option<UserOverview>> {
+        self.overview(user_id, month).await
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        self.directory_size().await
+    }
+
+    async fn daily_usage(&self, month: &str) -> StoreResult<Vec<DailyUsage>> {
+        self.month_of_days(month).await
     }
 }

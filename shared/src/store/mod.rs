@@ -149,14 +149,60 @@ pub struct SessionPatch {
     pub model: Option<Option<String>>,
 }
 
-/// Tokens to add to a user's monthly total, in the same transaction as the message.
+/// Tokens to add to a user's daily and monthly totals, in the same
+/// transaction as the message.
 #[derive(Debug, Clone)]
 pub struct UsageRecord {
-    /// `YYYY-MM`, UTC.
-    pub month: String,
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
     pub model: String,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+}
+
+impl UsageRecord {
+    /// `YYYY-MM`.
+    pub fn month(&self) -> &str {
+        self.day.get(..7).unwrap_or(&self.day)
+    }
+}
+
+/// One user's tokens for one model on one day, as the admin dashboard reads them.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DailyUsage {
+    pub day: String,
+    pub user_id: i64,
+    pub model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub requests: i64,
+}
+
+/// What a request needs to know about its user beyond the token: whether
+/// they are an administrator, and how much of their quota is used.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Standing {
+    pub email: String,
+    /// Promoted by the CLI (`ADMIN_EMAILS` is checked by the caller).
+    pub is_admin: bool,
+    /// Set by an administrator; `None` means the deployment's default.
+    pub token_quota: Option<i64>,
+    /// Prompt and completion tokens in the month asked about.
+    pub used_tokens: i64,
+}
+
+/// A user as the admin dashboard lists them, with one month's figures.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserOverview {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub is_admin: bool,
+    pub token_quota: Option<i64>,
+    pub sessions: i64,
+    pub messages: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub requests: i64,
 }
 
 /// One user's tokens for one model in one month.
@@ -248,6 +294,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// The user's usage per month and model, newest month first.
     async fn monthly_usage(&self, user_id: i64) -> StoreResult<Vec<MonthlyUsage>>;
+
+    /// The user's admin flag, quota and tokens used in `month` (`YYYY-MM`);
+    /// `None` when the user no longer exists.
+    async fn standing(&self, user_id: i64, month: &str) -> StoreResult<Option<Standing>>;
+    /// Makes the account with this email an administrator, or not; false when
+    /// there is no such account.
+    async fn set_admin(&self, email: &str, is_admin: bool) -> StoreResult<bool>;
+    /// Sets the user's monthly token quota (`None`: back to the default);
+    /// false when there is no such user.
+    async fn set_token_quota(&self, user_id: i64, quota: Option<i64>) -> StoreResult<bool>;
+    /// Users in id order, with their session and message counts and their
+    /// usage in `month`.
+    async fn user_overviews(
+        &self,
+        month: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<UserOverview>>;
+    /// One user as `user_overviews` lists them; `None` when there is no such user.
+    async fn user_overview(&self, user_id: i64, month: &str) -> StoreResult<Option<UserOverview>>;
+    async fn count_users(&self) -> StoreResult<i64>;
+    /// Every user's usage per day and model in `month`, by day, then user, then model.
+    async fn daily_usage(&self, month: &str) -> StoreResult<Vec<DailyUsage>>;
 }
 
 /// Opens the store named by `DATABASE_URL` and, unless disabled, migrates it.

@@ -10,9 +10,9 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use super::{
-    Message, MonthlyUsage, NewMessage, NewRefreshToken, NewSession, Rotation, Session,
-    SessionPatch, StoreError, StoreResult, UsageRecord, User, UserCredentials, now, sql,
-    timestamp::DbTime,
+    DailyUsage, Message, MonthlyUsage, NewMessage, NewRefreshToken, NewSession, Rotation, Session,
+    SessionPatch, Standing, StoreError, StoreResult, UsageRecord, User, UserCredentials,
+    UserOverview, now, sql, timestamp::DbTime,
 };
 use crate::config::DbSettings;
 

@@ -34,6 +34,29 @@ pub(super) fn map_unique(err: sqlx::Error, conflict: StoreError) -> StoreError {
 pub(super) const REVOKE_FAMILY: &str = "UPDATE refresh_families SET revoked_at = $2 \
      WHERE revoked_at IS NULL AND id = (SELECT family FROM refresh_tokens WHERE token_hash = $1)";
 
+/// Users with their counts and one month's usage ($1), then `$tail`.
+macro_rules! user_overviews {
+    ($tail:literal) => {
+        concat!(
+            "SELECT u.id, u.email, u.created_at, u.is_admin, u.token_quota, \
+             CAST((SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id) AS BIGINT) AS sessions, \
+             CAST(COALESCE((SELECT SUM(s.message_count) FROM sessions s \
+                            WHERE s.user_id = u.id), 0) AS BIGINT) AS messages, \
+             CAST(COALESCE(m.prompt_tokens, 0) AS BIGINT) AS prompt_tokens, \
+             CAST(COALESCE(m.completion_tokens, 0) AS BIGINT) AS completion_tokens, \
+             CAST(COALESCE(m.requests, 0) AS BIGINT) AS requests \
+             FROM users u LEFT JOIN ( \
+                 SELECT user_id, SUM(prompt_tokens) AS prompt_tokens, \
+                        SUM(completion_tokens) AS completion_tokens, SUM(requests) AS requests \
+                 FROM usage_monthly WHERE month = $1 GROUP BY user_id) m ON m.user_id = u.id ",
+            $tail
+        )
+    };
+}
+
+pub(super) const USER_OVERVIEWS: &str = user_overviews!("ORDER BY u.id LIMIT $2 OFFSET $3");
+pub(super) const USER_OVERVIEW: &str = user_overviews!("WHERE u.id = $2");
+
 macro_rules! impl_sql_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -326,7 +349,23 @@ macro_rules! impl_sql_store {
                          requests = usage_monthly.requests + 1",
                     )
                     .bind(user_id)
-                    .bind(&usage.month)
+                    .bind(usage.month())
+                    .bind(&usage.model)
+                    .bind(usage.prompt_tokens)
+                    .bind(usage.completion_tokens)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO usage_daily \
+                         (day, user_id, model, prompt_tokens, completion_tokens, requests) \
+                         VALUES ($1, $2, $3, $4, $5, 1) \
+                         ON CONFLICT (day, user_id, model) DO UPDATE SET \
+                         prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+                         completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+                         requests = usage_daily.requests + 1",
+                    )
+                    .bind(&usage.day)
+                    .bind(user_id)
                     .bind(&usage.model)
                     .bind(usage.prompt_tokens)
                     .bind(usage.completion_tokens)
@@ -343,6 +382,77 @@ macro_rules! impl_sql_store {
                      FROM usage_monthly WHERE user_id = $1 ORDER BY month DESC, model",
                 )
                 .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn standing(&self, user_id: i64, month: &str) -> StoreResult<Option<Standing>> {
+                Ok(sqlx::query_as(
+                    "SELECT email, is_admin, token_quota, CAST(COALESCE(( \
+                         SELECT SUM(prompt_tokens + completion_tokens) FROM usage_monthly \
+                         WHERE user_id = users.id AND month = $2), 0) AS BIGINT) AS used_tokens \
+                     FROM users WHERE id = $1",
+                )
+                .bind(user_id)
+                .bind(month)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn set_admin(&self, email: &str, is_admin: bool) -> StoreResult<bool> {
+                let updated = sqlx::query("UPDATE users SET is_admin = $2 WHERE email = $1")
+                    .bind(email)
+                    .bind(is_admin)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(updated.rows_affected() > 0)
+            }
+
+            async fn set_token_quota(&self, user_id: i64, quota: Option<i64>) -> StoreResult<bool> {
+                let updated = sqlx::query("UPDATE users SET token_quota = $2 WHERE id = $1")
+                    .bind(user_id)
+                    .bind(quota)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(updated.rows_affected() > 0)
+            }
+
+            async fn user_overviews(
+                &self,
+                month: &str,
+                limit: i64,
+                offset: i64,
+            ) -> StoreResult<Vec<UserOverview>> {
+                Ok(sqlx::query_as(sql::USER_OVERVIEWS)
+                    .bind(month)
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn user_overview(&self, user_id: i64, month: &str) -> StoreResult<Option<UserOverview>> {
+                Ok(sqlx::query_as(sql::USER_OVERVIEW)
+                    .bind(month)
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn count_users(&self) -> StoreResult<i64> {
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn daily_usage(&self, month: &str) -> StoreResult<Vec<DailyUsage>> {
+                // Day keys are `YYYY-MM-DD` text: the month is a key range.
+                Ok(sqlx::query_as(
+                    "SELECT day, user_id, model, prompt_tokens, completion_tokens, requests \
+                     FROM usage_daily WHERE day BETWEEN $1 AND $2 ORDER BY day, user_id, model",
+                )
+                .bind(format!("{month}-00"))
+                .bind(format!("{month}-99"))
                 .fetch_all(&self.pool)
                 .await?)
             }

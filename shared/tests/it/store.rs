@@ -59,6 +59,8 @@ conformance!(
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
     expired_and_revoked_refresh_tokens_are_invalid,
     ping_answers,
+    admins_and_quotas_are_set_on_existing_users_only,
+    usage_is_kept_per_day_and_users_are_listed_with_their_figures,
 );
 
 type Db = Arc<dyn Store>;
@@ -93,8 +95,12 @@ fn text(role: Role, content: &str) -> NewMessage {
 }
 
 fn usage(model: &str, prompt: i64, completion: i64) -> UsageRecord {
+    usage_on("2026-11-27", model, prompt, completion)
+}
+
+fn usage_on(day: &str, model: &str, prompt: i64, completion: i64) -> UsageRecord {
     UsageRecord {
-        month: "2026-11".into(),
+        day: day.into(),
         model: model.into(),
         prompt_tokens: prompt,
         completion_tokens: completion,
@@ -557,6 +563,128 @@ async fn expired_and_revoked_refresh_tokens_are_invalid(store: Db) {
     );
     // Revoking an unknown token is a no-op, not an error.
     store.revoke_refresh_family("never-issued").await.unwrap();
+}
+
+async fn admins_and_quotas_are_set_on_existing_users_only(store: Db) {
+    let id = user(&store, "boss@example.com").await;
+    let standing = store.standing(id, "2026-11").await.unwrap().unwrap();
+    assert_eq!(standing.email, "boss@example.com");
+    assert!(!standing.is_admin);
+    assert_eq!((standing.token_quota, standing.used_tokens), (None, 0));
+
+    assert!(store.set_admin("boss@example.com", true).await.unwrap());
+    assert!(!store.set_admin("nobody@example.com", true).await.unwrap());
+    assert!(store.set_token_quota(id, Some(5_000)).await.unwrap());
+    assert!(!store.set_token_quota(id + 1_000, Some(1)).await.unwrap());
+    let standing = store.standing(id, "2026-11").await.unwrap().unwrap();
+    assert!(standing.is_admin);
+    assert_eq!(standing.token_quota, Some(5_000));
+
+    // Back to the default, and demoted.
+    assert!(store.set_token_quota(id, None).await.unwrap());
+    assert!(store.set_admin("boss@example.com", false).await.unwrap());
+    let standing = store.standing(id, "2026-11").await.unwrap().unwrap();
+    assert!(!standing.is_admin);
+    assert_eq!(standing.token_quota, None);
+    assert_eq!(store.standing(id + 1_000, "2026-11").await.unwrap(), None);
+}
+
+async fn usage_is_kept_per_day_and_users_are_listed_with_their_figures(store: Db) {
+    let ann = user(&store, "ann@example.com").await;
+    let bob = user(&store, "bob@example.com").await;
+    let chats = session(&store, ann, "chats").await;
+    session(&store, ann, "empty").await;
+    let bobs = session(&store, bob, "bob's").await;
+    let exchanges = [
+        (ann, chats, usage_on("2026-11-02", "mock", 10, 5)),
+        (ann, chats, usage_on("2026-11-02", "mock", 20, 5)),
+        (ann, chats, usage_on("2026-11-02", "gpt", 1, 1)),
+        (bob, bobs, usage_on("2026-11-02", "mock", 7, 3)),
+        (ann, chats, usage_on("2026-11-30", "mock", 100, 50)),
+        // Another month: in neither November's days nor its totals.
+        (bob, bobs, usage_on("2026-12-01", "mock", 1_000, 1_000)),
+    ];
+    for (owner, session_id, record) in &exchanges {
+        store
+            .append_message(*owner, *session_id, &text(Role::User, "q"), None)
+            .await
+            .unwrap();
+        store
+            .append_message(
+                *owner,
+                *session_id,
+                &text(Role::Assistant, "a"),
+                Some(record),
+            )
+            .await
+            .unwrap();
+    }
+
+    let days = store.daily_usage("2026-11").await.unwrap();
+    let rows: Vec<(&str, i64, &str, i64, i64, i64)> = days
+        .iter()
+        .map(|d| {
+            let (day, model) = (d.day.as_str(), d.model.as_str());
+            (
+                day,
+                d.user_id,
+                model,
+                d.prompt_tokens,
+                d.completion_tokens,
+                d.requests,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("2026-11-02", ann, "gpt", 1, 1, 1),
+            ("2026-11-02", ann, "mock", 30, 10, 2),
+            ("2026-11-02", bob, "mock", 7, 3, 1),
+            ("2026-11-30", ann, "mock", 100, 50, 1),
+        ]
+    );
+    assert_eq!(store.daily_usage("2026-10").await.unwrap(), []);
+
+    assert_eq!(store.count_users().await.unwrap(), 2);
+    let listed = store.user_overviews("2026-11", 10, 0).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let first = &listed[0];
+    assert_eq!(
+        (first.user.id, first.user.email.as_str()),
+        (ann, "ann@example.com")
+    );
+    assert_eq!((first.sessions, first.messages), (2, 8));
+    assert_eq!(
+        (first.prompt_tokens, first.completion_tokens, first.requests),
+        (131, 61, 4)
+    );
+    let second = &listed[1];
+    assert_eq!(second.user.id, bob);
+    assert_eq!((second.sessions, second.messages), (1, 4));
+    assert_eq!((second.prompt_tokens, second.completion_tokens), (7, 3));
+    let one = store.user_overview(bob, "2026-11").await.unwrap().unwrap();
+    assert_eq!(&one, second);
+    assert_eq!(
+        store.user_overview(bob + 1_000, "2026-11").await.unwrap(),
+        None
+    );
+    // Paging, in id order.
+    let page = store.user_overviews("2026-11", 1, 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].user.id, bob);
+    assert!(
+        store
+            .user_overviews("2026-11", 10, 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The quota counts the month's tokens.
+    let standing = store.standing(ann, "2026-11").await.unwrap().unwrap();
+    assert_eq!(standing.used_tokens, 192);
+    let december = store.standing(bob, "2026-12").await.unwrap().unwrap();
+    assert_eq!(december.used_tokens, 2_000);
 }
 
 async fn ping_answers(store: Db) {

@@ -51,6 +51,7 @@ for_both_wires!(
     a_stall_mid_stream_ends_with_a_timeout_and_keeps_the_partial_answer,
     cancel_closes_the_upstream_connection_and_stores_what_arrived,
     finish_stores_the_whole_answer_after_the_client_left,
+    past_the_monthly_quota_nothing_is_sent_upstream,
 );
 
 struct Setup {
@@ -459,6 +460,40 @@ async fn a_stall_mid_stream_ends_with_a_timeout_and_keeps_the_partial_answer(wir
     partial_answer_is_stored(&s, &stream, 4, "provider_timeout").await;
     // The stalled upstream connection was closed, not left hanging.
     wait_until(|| s.fake.abandoned() == 1).await;
+}
+
+async fn past_the_monthly_quota_nothing_is_sent_upstream(wire: Wire) {
+    let s = setup(wire, &[("MONTHLY_TOKEN_QUOTA", "100")]).await;
+    s.fake.script([answer(TEXT, Some((60, 50)))]);
+    // Under the quota when asked, so answered; 110 tokens used now.
+    let reply = s
+        .chat(json!({ "message": "What is a decorator?" }))
+        .await
+        .expect(200);
+    let session = reply.body["session_id"].clone();
+    assert_eq!(s.fake.requests().len(), 1);
+
+    let again = json!({ "session_id": session, "message": "And a closure?" });
+    let refused = s
+        .chat(again.clone())
+        .await
+        .expect_problem(429, "quota_exceeded");
+    assert_eq!(
+        (refused.body["quota"].clone(), refused.body["used"].clone()),
+        (json!(100), json!(110))
+    );
+    let streamed = s
+        .api
+        .stream(&s.account.access_token, &again)
+        .await
+        .unwrap_err();
+    streamed.expect_problem(429, "quota_exceeded");
+    assert_eq!(
+        s.fake.requests().len(),
+        1,
+        "the provider received nothing more"
+    );
+    assert_eq!(s.session(&session).await["message_count"], 2);
 }
 
 async fn wait_until(condition: impl Fn() -> bool) {

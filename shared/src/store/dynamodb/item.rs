@@ -8,13 +8,18 @@
 //! | email guard     | `EMAIL#<email>` | `EMAIL`                  |
 //! | session         | `USER#<id>`     | `SESSION#<id>`           |
 //! | monthly usage   | `USER#<id>`     | `USAGE#<month>#<model>`  |
+//! | user directory  | `USERS`         | `USER#<id, 20 digits>`   |
+//! | daily usage     | `DAILY#<month>` | `<day>#<user id, 20 digits>#<model>` |
 //! | message         | `SESSION#<id>`  | `MSG#<seq, 20 digits>`   |
 //! | refresh family  | `FAMILY#<id>`   | `FAMILY`                 |
 //! | refresh token   | `TOKEN#<hash>`  | `TOKEN`                  |
 //!
 //! Sessions also carry `activity` (`<updated_at>#<id, 20 digits>`), the sort
 //! key of the local index `by_activity`, so a user's sessions list newest first
-//! with strongly consistent reads.
+//! with strongly consistent reads. A user's profile carries `is_admin` and
+//! `token_quota` when set. The directory (written with the user) is how the
+//! admin dashboard pages through users; a month's daily usage of every user is
+//! one partition, so the dashboard reads it with one query.
 
 use std::collections::HashMap;
 
@@ -24,7 +29,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::errors::other;
 use crate::store::{
-    Message, MonthlyUsage, Session, StoreError, StoreResult, User, timestamp::DbTime,
+    DailyUsage, Message, MonthlyUsage, Session, StoreError, StoreResult, User, timestamp::DbTime,
 };
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -39,8 +44,10 @@ pub fn email_pk(email: &str) -> String {
     format!("EMAIL#{email}")
 }
 
+pub const SESSION_SK_PREFIX: &str = "SESSION#";
+
 pub fn session_sk(session_id: i64) -> String {
-    format!("SESSION#{session_id}")
+    format!("{SESSION_SK_PREFIX}{session_id}")
 }
 
 pub fn messages_pk(session_id: i64) -> String {
@@ -54,6 +61,20 @@ pub fn message_sk(seq: i64) -> String {
 
 pub fn usage_sk(month: &str, model: &str) -> String {
     format!("USAGE#{month}#{model}")
+}
+
+pub const DIRECTORY_PK: &str = "USERS";
+
+pub fn directory_sk(user_id: i64) -> String {
+    format!("USER#{user_id:020}")
+}
+
+pub fn daily_pk(month: &str) -> String {
+    format!("DAILY#{month}")
+}
+
+pub fn daily_sk(day: &str, user_id: i64, model: &str) -> String {
+    format!("{day}#{user_id:020}#{model}")
 }
 
 pub fn family_pk(family: &str) -> String {
@@ -168,6 +189,33 @@ impl Read<'_> {
             tokens: self.int("tokens")?,
             status: self.str("status")?.try_into().map_err(other)?,
             created_at: self.time("created_at")?,
+        })
+    }
+
+    pub fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
+        if self.has(name) {
+            self.int(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn flag(&self, name: &str) -> StoreResult<bool> {
+        match self.0.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(false),
+            Some(AttributeValue::Bool(value)) => Ok(*value),
+            Some(_) => Err(self.fail(name, "is not a boolean")),
+        }
+    }
+
+    pub fn daily(&self) -> StoreResult<DailyUsage> {
+        Ok(DailyUsage {
+            day: self.str("day")?,
+            user_id: self.int("user_id")?,
+            model: self.str("model")?,
+            prompt_tokens: self.int("prompt_tokens")?,
+            completion_tokens: self.int("completion_tokens")?,
+            requests: self.int("requests")?,
         })
     }
 
