@@ -7,6 +7,7 @@ mod harness;
 mod admin;
 mod auth;
 mod chat;
+mod dashboard;
 mod dynamodb;
 mod failures;
 mod http;

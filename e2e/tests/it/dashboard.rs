@@ -1,0 +1,267 @@
+//! The admin dashboard in a real headless browser: Debian's `chromium`,
+//! driven over WebDriver by `chromedriver` (packages chromium and
+//! chromium-driver). With `CI` set, a missing browser is a failure.
+//!
+//! `DASHBOARD_SCREENSHOT=path.png` also saves what the admin sees.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use chat_core::testing;
+use e2e::Account;
+use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+
+use crate::harness::spawn_with;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A chromedriver process on a free port; killed when dropped.
+struct Driver {
+    process: Child,
+    port: u16,
+    profile: std::path::PathBuf,
+}
+
+impl Driver {
+    fn start() -> Option<Self> {
+        if !Path::new(CHROMEDRIVER).exists() || !Path::new(CHROMIUM).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but {CHROMEDRIVER} or {CHROMIUM} is missing (apt-get install chromium chromium-driver)"
+            );
+            eprintln!("skipped: chromium and chromium-driver are not installed");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let process = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let profile = std::env::temp_dir().join(format!("chat_test_chromium_{port}"));
+        Some(Self {
+            process,
+            port,
+            profile,
+        })
+    }
+
+    /// A fresh headless browser. The flags keep Chromium from reaching for
+    /// Google's services, which this sandbox (and many CI runners) cannot reach.
+    async fn browser(&self) -> Client {
+        let options = json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                format!("--user-data-dir={}", self.profile.display()),
+            ],
+        });
+        let capabilities = serde_json::Map::from_iter([("goog:chromeOptions".to_owned(), options)]);
+        let url = format!("http://127.0.0.1:{}", self.port);
+        for _ in 0..100 {
+            let connected = ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await;
+            if let Ok(client) = connected {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start a browser on {url}");
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.process.kill().ok();
+        self.process.wait().ok();
+        std::fs::remove_dir_all(&self.profile).ok();
+    }
+}
+
+/// Waits for an element that is displayed.
+async fn visible(browser: &Client, css: &str) -> Element {
+    for _ in 0..100 {
+        if let Ok(element) = browser.find(Locator::Css(css)).await
+            && element.is_displayed().await.unwrap_or(false)
+        {
+            return element;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{css} never showed; page: {}",
+        browser.source().await.unwrap_or_default()
+    );
+}
+
+async fn sign_in(browser: &Client, email: &str) {
+    visible(browser, "#login-form").await;
+    let field = browser.find(Locator::Id("email")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(email).await.unwrap();
+    let password = browser.find(Locator::Id("password")).await.unwrap();
+    password.clear().await.unwrap();
+    password.send_keys(e2e::PASSWORD).await.unwrap();
+    browser
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn attribute(element: &Element, name: &str) -> String {
+    element
+        .attr(name)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no {name} attribute"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sees_users_and_a_chart_of_real_usage_and_a_non_admin_sees_403() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let target = spawn_with(
+        "sqlite",
+        testing::fresh_sqlite_url(),
+        &[("LLM_PRICES", "mock=0.15/0.60")],
+    )
+    .await;
+    let api = &target.api;
+    let admin = api.admin().await;
+    let alice = api.account().await;
+    let bob = api.account().await;
+    for (account, questions) in [(&alice, 3), (&bob, 1)] {
+        for n in 0..questions {
+            let body =
+                json!({ "message": format!("Question {n}: how do Python generators work?") });
+            api.chat(account, &body).await.expect(200);
+        }
+    }
+    // What the page should show, from the API itself.
+    let usage = api
+        .get("/admin/usage", Some(&admin.access_token))
+        .await
+        .expect(200)
+        .body;
+    let users = api
+        .get("/admin/users", Some(&admin.access_token))
+        .await
+        .expect(200)
+        .body;
+
+    let browser = driver.browser().await;
+    browser.goto(&api.url("/admin")).await.unwrap();
+    sign_in(&browser, e2e::ADMIN_EMAIL).await;
+    visible(&browser, "#dashboard").await;
+
+    // The users table: one row per user, with their figures.
+    let rows = browser
+        .find_all(Locator::Css("#users tbody tr[data-user-id]"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    for account in [&alice, &bob] {
+        let row = visible(
+            &browser,
+            &format!("#users tr[data-user-id='{}']", account.id),
+        )
+        .await;
+        let text = row.text().await.unwrap();
+        let expected = expected_row(&users, account);
+        assert!(text.contains(&account.email), "{text}");
+        assert!(text.contains(&expected), "{text} lacks {expected}");
+    }
+
+    // The chart: a bar per day of the month, each as tall as the API's figure.
+    let bars = browser
+        .find_all(Locator::Css("#usage-chart rect.bar"))
+        .await
+        .unwrap();
+    let days = usage["days"].as_array().unwrap();
+    assert_eq!(bars.len(), days.len());
+    let mut drawn_tokens = 0;
+    for (bar, day) in bars.iter().zip(days) {
+        assert_eq!(
+            attribute(bar, "data-day").await,
+            day["day"].as_str().unwrap()
+        );
+        let tokens: i64 = attribute(bar, "data-tokens").await.parse().unwrap();
+        assert_eq!(tokens, day["total_tokens"].as_i64().unwrap());
+        let height: f64 = attribute(bar, "height").await.parse().unwrap();
+        assert_eq!(
+            tokens > 0,
+            height > 0.0,
+            "a day with usage has a visible bar"
+        );
+        drawn_tokens += tokens;
+    }
+    let total = usage["totals"]["total_tokens"].as_i64().unwrap();
+    assert!(total > 0);
+    assert_eq!(drawn_tokens, total);
+    let shown_total = visible(&browser, "#totals dd[data-total='total_tokens']").await;
+    assert_eq!(
+        attribute(&shown_total, "data-value").await,
+        total.to_string()
+    );
+    let shown_users = visible(&browser, "#totals dd[data-total='active_users']").await;
+    assert_eq!(shown_users.text().await.unwrap(), "2");
+
+    if let Some(path) = std::env::var_os("DASHBOARD_SCREENSHOT") {
+        std::fs::write(&path, browser.screenshot().await.unwrap()).expect("save the screenshot");
+    }
+
+    // A non-admin signs in and gets the API's 403, on the page.
+    browser
+        .find(Locator::Id("sign-out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    sign_in(&browser, &alice.email).await;
+    let error = visible(&browser, "#error").await;
+    let message = error.text().await.unwrap();
+    assert!(message.contains("403"), "{message}");
+    assert!(message.contains("not an administrator"), "{message}");
+    let dashboard = browser.find(Locator::Id("dashboard")).await.unwrap();
+    assert!(!dashboard.is_displayed().await.unwrap());
+    browser.close().await.unwrap();
+}
+
+/// The row's figures as the page formats them: sessions, messages, tokens.
+fn expected_row(users: &Value, account: &Account) -> String {
+    let row = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["id"] == account.id)
+        .unwrap();
+    let tokens = row["tokens_this_month"].as_i64().unwrap();
+    let grouped = tokens
+        .to_string()
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|digits| std::str::from_utf8(digits).unwrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    format!("{} {} {grouped}", row["sessions"], row["messages"])
+}
