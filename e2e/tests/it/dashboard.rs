@@ -1,6 +1,7 @@
 //! The admin dashboard in a real headless browser: Debian's `chromium`,
 //! driven over WebDriver by `chromedriver` (packages chromium and
-//! chromium-driver). With `CI` set, a missing browser is a failure.
+//! chromium-driver), or the browser and driver named by `CHROMIUM` and
+//! `CHROMEDRIVER`. With `CI` set, a missing browser is a failure.
 //!
 //! `DASHBOARD_SCREENSHOT=path.png` also saves what the admin sees.
 
@@ -18,8 +19,13 @@ use serde_json::{Value, json};
 
 use crate::harness::spawn_with;
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
+fn chromedriver() -> String {
+    std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned())
+}
+
+fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
+}
 
 /// A chromedriver process on a free port; killed when dropped.
 struct Driver {
@@ -30,10 +36,11 @@ struct Driver {
 
 impl Driver {
     fn start() -> Option<Self> {
-        if !Path::new(CHROMEDRIVER).exists() || !Path::new(CHROMIUM).exists() {
+        let (driver, browser) = (chromedriver(), chromium());
+        if !Path::new(&driver).exists() || !Path::new(&browser).exists() {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "CI is set but {CHROMEDRIVER} or {CHROMIUM} is missing (apt-get install chromium chromium-driver)"
+                "CI is set but {driver} or {browser} is missing (apt-get install chromium chromium-driver)"
             );
             eprintln!("skipped: chromium and chromium-driver are not installed");
             return None;
@@ -42,7 +49,7 @@ impl Driver {
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let process = Command::new(CHROMEDRIVER)
+        let process = Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -60,7 +67,7 @@ impl Driver {
     /// Google's services, which this sandbox (and many CI runners) cannot reach.
     async fn browser(&self) -> Client {
         let options = json!({
-            "binary": CHROMIUM,
+            "binary": chromium(),
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-quic", "--no-first-run", "--disable-background-networking",

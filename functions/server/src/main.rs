@@ -1,19 +1,27 @@
 //! Every route in one HTTP server: Cloud Run, docker compose, a laptop.
 //!
 //! `server` serves; `server promote-admin EMAIL` and `server demote-admin EMAIL`
-//! change an account's administrator flag in the configured store and exit.
+//! change an account's administrator flag in the configured store and exit;
+//! `server healthcheck` asks the server on `PORT` for /health (the container
+//! image has no curl) and exits 0 when it answers 200.
 
-use std::process::ExitCode;
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    process::ExitCode,
+    time::Duration,
+};
 
 use chat_core::{config::Settings, domain::Email, server::Application, store, telemetry};
 
-const USAGE: &str = "usage: server [promote-admin EMAIL | demote-admin EMAIL]";
+const USAGE: &str = "usage: server [promote-admin EMAIL | demote-admin EMAIL | healthcheck]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let admin_change = match args.as_slice() {
         [] => None,
+        [command] if command == "healthcheck" => return healthcheck(),
         [command, email] if command == "promote-admin" => Some((email, true)),
         [command, email] if command == "demote-admin" => Some((email, false)),
         _ => {
@@ -50,6 +58,40 @@ async fn serve(settings: &Settings) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// One plain HTTP/1.1 request to this container's own server: no settings,
+/// no store, nothing else to go wrong.
+fn healthcheck() -> ExitCode {
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|port| port.trim().parse::<u16>().ok())
+        .unwrap_or(8000);
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let status_line = (|| -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut head = [0u8; 64];
+        let read = stream.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..read])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned())
+    })();
+    match status_line {
+        Ok(line) if line.split(' ').nth(1) == Some("200") => ExitCode::SUCCESS,
+        Ok(line) => {
+            eprintln!("unhealthy: {line}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("no answer on {address}: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn set_admin(settings: &Settings, email: &str, is_admin: bool) -> ExitCode {

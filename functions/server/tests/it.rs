@@ -152,3 +152,23 @@ async fn the_cli_promotes_and_demotes_administrators() {
         );
     }
 }
+
+#[tokio::test]
+async fn healthcheck_reports_whether_the_server_on_port_answers() {
+    let database = testing::fresh_sqlite_url();
+    let server = Server::start(&[("DATABASE_URL", database.as_str())]).await;
+    let port = server.api.url("").rsplit(':').next().unwrap().to_owned();
+    let check = |port: &str| {
+        Command::new(env!("CARGO_BIN_EXE_server"))
+            .env_clear()
+            .env("PORT", port)
+            .arg("healthcheck")
+            .output()
+            .expect("run the healthcheck")
+    };
+    assert!(check(&port).status.success());
+    drop(server);
+    let down = check(&port);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("no answer"));
+}

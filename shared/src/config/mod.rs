@@ -465,6 +465,44 @@ mod tests {
     }
 
     #[test]
+    fn env_example_lists_every_variable_the_settings_read() {
+        let example = include_str!("../../../.env.example");
+        let listed: std::collections::BTreeSet<&str> = example
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .map(|(name, _)| name.trim())
+            .collect();
+        let read = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        // Some variables are read only once a provider that needs them is chosen.
+        let providers = [
+            ("LLM_PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "sk-test"),
+            ("LLM_FALLBACK_PROVIDER", "anthropic"),
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ];
+        for given in [&[][..], &providers[..]] {
+            Settings::from_lookup(|name| {
+                read.lock().unwrap().insert(name.to_owned());
+                given
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            })
+            .unwrap();
+        }
+        // Set by the Lambda runtime, not by anyone configuring the API.
+        let runtime = ["AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_LOG_LEVEL"];
+        let missing: Vec<String> = read
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .filter(|name| !listed.contains(name.as_str()) && !runtime.contains(&name.as_str()))
+            .collect();
+        assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+    }
+
+    #[test]
     fn rate_limits_quotas_and_admins() {
         let defaults = parse(&[]).unwrap().limits;
         assert_eq!(defaults.per_user_chat.unwrap().to_string(), "30/60s");
