@@ -172,3 +172,197 @@ async fn healthcheck_reports_whether_the_server_on_port_answers() {
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("no answer"));
 }
+
+/// Answers every request as OpenAI does a wrong key: 401 with its error body.
+async fn rejecting_provider() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let body = r#"{"error":{"message":"Incorrect API key provided: sk-te****************0000.","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+                let response = format!(
+                    "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{address}/v1")
+}
+
+/// Every secret the server handles, through a whole scenario with logging at
+/// debug (trace for our own code): none of them may appear in what it logs
+/// or in what it answers.
+#[tokio::test]
+async fn secrets_appear_in_no_log_line_and_no_response() {
+    const JWT_SECRET: &str = "log-test-jwt-secret-4f9a1c7e2b8d6053aa";
+    const API_KEY: &str = "sk-test-log-capture-9b7e3d1f5a2c4e6b8d0f";
+    const PASSWORD: &str = "correct horse battery staple 42";
+    let database = testing::fresh_sqlite_url();
+    let provider = rejecting_provider().await;
+    let log = std::env::temp_dir().join(format!("chat_test_log_{}.txt", std::process::id()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
+    let mut process = Command::new(env!("CARGO_BIN_EXE_server"))
+        .env_clear()
+        .envs([
+            ("PORT", port.to_string()),
+            ("DATABASE_URL", database.clone()),
+            ("JWT_SECRET", JWT_SECRET.to_owned()),
+            ("LLM_PROVIDER", "openai".to_owned()),
+            ("OPENAI_API_KEY", API_KEY.to_owned()),
+            ("OPENAI_BASE_URL", provider),
+            ("LLM_MAX_RETRIES", "0".to_owned()),
+            ("BCRYPT_COST", "4".to_owned()),
+            ("ADMIN_EMAILS", "logged@example.com".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "debug,chat_core=trace,server=trace".to_owned()),
+        ])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let api = Api::new(&format!("http://127.0.0.1:{port}"));
+    for _ in 0..200 {
+        if reqwest::get(api.url("/health")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut answers = Vec::new();
+    let email = "logged@example.com";
+    answers.push(api.register(email, PASSWORD).await.expect(201).body);
+    answers.push(
+        api.login_json(email, "a wrong password")
+            .await
+            .expect(401)
+            .body,
+    );
+    let tokens = api.login_form(email, PASSWORD).await.expect(200).body;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let token = Some(access.as_str());
+    answers.push(api.get("/auth/me", token).await.expect(200).body);
+    let session = api
+        .post(
+            "/sessions",
+            token,
+            &serde_json::json!({ "title": "t", "system_prompt": "be brief" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let chat = serde_json::json!({ "session_id": session["id"], "message": "hello?" });
+    // The provider refuses the key: a 502 here, an error event on the stream.
+    answers.push(
+        api.chat(&chat_account(email, &access, &refresh), &chat)
+            .await
+            .body,
+    );
+    match api.stream(&access, &chat).await {
+        Ok(stream) => answers.extend(stream.events.into_iter().map(|event| event.data)),
+        Err(reply) => answers.push(reply.body),
+    }
+    for path in ["/sessions", "/usage", "/admin/users", "/admin/usage"] {
+        answers.push(api.get(path, token).await.expect(200).body);
+    }
+    let id = session["id"].as_i64().unwrap();
+    answers.push(
+        api.get(&format!("/sessions/{id}/export"), token)
+            .await
+            .expect(200)
+            .body,
+    );
+    answers.push(
+        api.get("/auth/me", Some(&format!("{access}x")))
+            .await
+            .expect(401)
+            .body,
+    );
+    let pair = api
+        .post(
+            "/auth/refresh",
+            None,
+            &serde_json::json!({ "refresh_token": refresh }),
+        )
+        .await
+        .expect(200)
+        .body;
+    answers.push(
+        api.post(
+            "/auth/refresh",
+            None,
+            &serde_json::json!({ "refresh_token": refresh }),
+        )
+        .await
+        .expect(401)
+        .body,
+    );
+    answers.push(
+        api.post(
+            "/auth/logout",
+            None,
+            &serde_json::json!({ "refresh_token": pair["refresh_token"] }),
+        )
+        .await
+        .body,
+    );
+
+    process.kill().ok();
+    process.wait().ok();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).ok();
+    assert!(
+        logged.lines().count() > 20,
+        "the log was captured: {logged}"
+    );
+    let settings = chat_core::config::Settings::from_lookup(|name| {
+        (name == "DATABASE_URL").then(|| database.clone())
+    })
+    .unwrap();
+    let store = chat_core::store::connect(&settings.db).await.unwrap();
+    let hash = store
+        .find_user_by_email(email)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    let answered = serde_json::to_string(&answers).unwrap();
+    let secrets = [
+        ("the JWT secret", JWT_SECRET),
+        ("the provider key", API_KEY),
+        ("the password", PASSWORD),
+        ("the password hash", hash.as_str()),
+        ("the refresh token", refresh.as_str()),
+        ("the access token", access.as_str()),
+    ];
+    for (what, secret) in secrets {
+        assert!(!logged.contains(secret), "{what} is in the log");
+        assert!(
+            !answered.contains(secret) || what.ends_with("token"),
+            "{what} is in a response"
+        );
+    }
+    // The bcrypt salt and digest on their own, in case a log escaped the `$`s.
+    assert!(
+        !logged.contains(&hash[7..]),
+        "the password hash is in the log"
+    );
+}
+
+fn chat_account(email: &str, access: &str, refresh: &str) -> e2e::Account {
+    e2e::Account {
+        id: 0,
+        email: email.to_owned(),
+        access_token: access.to_owned(),
+        refresh_token: refresh.to_owned(),
+    }
+}
