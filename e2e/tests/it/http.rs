@@ -11,6 +11,8 @@ mod run {
         unknown_routes_and_methods_are_problems,
         bodies_that_are_too_large_malformed_or_not_json_are_rejected,
         every_response_carries_a_request_id,
+        hostile_ids_queries_and_headers_are_answered_cleanly,
+        wrong_types_and_unknown_fields_change_nothing,
     );
 }
 
@@ -116,4 +118,183 @@ async fn every_response_carries_a_request_id(target: &Target) {
         )
         .await;
     assert_eq!(echoed.header("x-request-id"), Some("trace-me-123"));
+}
+
+/// Whatever a path segment, query or header holds: a 4xx problem, never a
+/// 5xx, and nothing changes.
+async fn hostile_ids_queries_and_headers_are_answered_cleanly(target: &Target) {
+    let api = &target.api;
+    let account = api.account().await;
+    let token = Some(account.access_token.as_str());
+    let session = api
+        .create_session(&account, &json!({ "title": "kept" }))
+        .await;
+    let before = api.get("/sessions", token).await.expect(200).body;
+
+    let huge = "9".repeat(40);
+    for id in [
+        "-1",
+        "0",
+        "9223372036854775807",
+        huge.as_str(),
+        "abc",
+        "1.5",
+        "%00",
+        "1%20OR%201=1",
+    ] {
+        for method in [Method::GET, Method::PATCH, Method::DELETE] {
+            let mut request = api.request(method.clone(), &format!("/sessions/{id}"), token);
+            if method == Method::PATCH {
+                request = request.json(&json!({ "title": "changed" }));
+            }
+            let reply = api.send(request).await;
+            let status = reply.status.as_u16();
+            assert!(
+                matches!(status, 400 | 404 | 422),
+                "{method} /sessions/{id}: {status} {}",
+                reply.body
+            );
+            assert_eq!(
+                reply.header("content-type"),
+                Some("application/problem+json")
+            );
+        }
+        let export = api.get(&format!("/sessions/{id}/export"), token).await;
+        assert!(
+            matches!(export.status.as_u16(), 400 | 404 | 422),
+            "{id}: {}",
+            export.body
+        );
+        let chat = api
+            .chat(&account, &json!({ "session_id": id, "message": "hi" }))
+            .await;
+        assert!(
+            matches!(chat.status.as_u16(), 400 | 404 | 422),
+            "{id}: {}",
+            chat.body
+        );
+    }
+    for query in [
+        "limit=0",
+        "limit=101",
+        "limit=-1",
+        "limit=abc",
+        "offset=-1",
+        "offset=x",
+        &format!("limit={huge}"),
+    ] {
+        let reply = api.get(&format!("/sessions?{query}"), token).await;
+        let status = reply.status.as_u16();
+        assert!(
+            matches!(status, 400 | 422),
+            "?{query}: {status} {}",
+            reply.body
+        );
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+    }
+    api.get("/sessions?limit=100&offset=0", token)
+        .await
+        .expect(200);
+
+    // Header values far past any real token.
+    let long = format!("Bearer {}", "a".repeat(6 * 1024));
+    let reply = api
+        .send(
+            api.request(Method::GET, "/sessions", None)
+                .header("authorization", long),
+        )
+        .await;
+    assert!(
+        matches!(reply.status.as_u16(), 401 | 431),
+        "{}",
+        reply.status
+    );
+
+    // Nothing above changed the session or created another.
+    assert_eq!(api.get("/sessions", token).await.expect(200).body, before);
+    let kept = api.session(&account, session["id"].as_i64().unwrap()).await;
+    assert_eq!(
+        (kept["title"].clone(), kept["message_count"].clone()),
+        (json!("kept"), json!(0))
+    );
+}
+
+async fn wrong_types_and_unknown_fields_change_nothing(target: &Target) {
+    let api = &target.api;
+    let account = api.account().await;
+    let token = Some(account.access_token.as_str());
+    let session = api
+        .create_session(&account, &json!({ "title": "kept" }))
+        .await;
+    let id = session["id"].as_i64().unwrap();
+
+    let bad_sessions = [
+        json!({ "title": 5 }),
+        json!({ "title": ["a"] }),
+        json!({ "title": null, "system_prompt": 7 }),
+        json!({ "title": "x", "owner": 1 }),
+        json!([]),
+        json!("title"),
+    ];
+    for body in &bad_sessions {
+        let created = api.post("/sessions", token, body).await;
+        assert!(
+            matches!(created.status.as_u16(), 400 | 422),
+            "{body}: {}",
+            created.body
+        );
+        let patched = api.patch(&format!("/sessions/{id}"), token, body).await;
+        assert!(
+            matches!(patched.status.as_u16(), 400 | 422),
+            "{body}: {}",
+            patched.body
+        );
+    }
+    let bad_chats = [
+        json!({ "message": 5 }),
+        json!({ "message": "" }),
+        json!({ "message": "   " }),
+        json!({ "message": "x".repeat(32_001) }),
+        json!({ "session_id": "1", "message": "hi" }),
+        json!({ "session_id": id, "message": "hi", "role": "system" }),
+        json!({ "session_id": id, "message": "hi", "model": 1 }),
+    ];
+    for body in &bad_chats {
+        let reply = api.chat(&account, body).await;
+        assert!(
+            matches!(reply.status.as_u16(), 400 | 422),
+            "{body}: {}",
+            reply.body
+        );
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+    }
+    let register = api
+        .post(
+            "/auth/register",
+            None,
+            &json!({ "email": "a@b.co", "password": "secret123", "admin": true }),
+        )
+        .await;
+    assert!(
+        matches!(register.status.as_u16(), 400 | 422),
+        "{}",
+        register.body
+    );
+
+    let sessions = api.get("/sessions", token).await.expect(200).body;
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
+    let kept = api.session(&account, id).await;
+    assert_eq!(
+        (kept["title"].clone(), kept["message_count"].clone()),
+        (json!("kept"), json!(0))
+    );
+    api.login_json("a@b.co", "secret123")
+        .await
+        .expect_problem(401, "invalid_credentials");
 }
