@@ -2,13 +2,12 @@
 
 use std::{ops::Deref, sync::Arc};
 
-use axum::extract::FromRef;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use secrecy::SecretString;
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    auth::{JwtKeys, Passwords, random_bytes},
+    auth::{JwtKeys, KnownAccounts, Passwords, random_bytes},
     config::Settings,
     llm::{self, Provider},
     rate_limit::RateLimiter,
@@ -25,6 +24,8 @@ pub struct Inner {
     pub jwt: Arc<JwtKeys>,
     pub passwords: Passwords,
     pub limiter: RateLimiter,
+    /// Accounts recently seen to exist, so tokens of deleted ones stop working.
+    pub accounts: KnownAccounts,
     /// Streaming generations still running, so shutdown can wait for them.
     pub generations: TaskTracker,
 }
@@ -33,12 +34,6 @@ impl Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
-    }
-}
-
-impl FromRef<AppState> for Arc<JwtKeys> {
-    fn from_ref(state: &AppState) -> Self {
-        state.jwt.clone()
     }
 }
 
@@ -67,6 +62,7 @@ impl AppState {
             passwords: Passwords::new(settings.auth.bcrypt_cost),
             generations: TaskTracker::new(),
             limiter: RateLimiter::new(&settings.limits)?,
+            accounts: KnownAccounts::default(),
         })))
     }
 }

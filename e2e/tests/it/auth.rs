@@ -228,6 +228,19 @@ async fn forged_tokens_are_401(target: &Target) {
     api.get("/auth/me", Some(&ghost))
         .await
         .expect_problem(401, "unauthorized");
+    // Every route refuses it the same way, and none stores anything for it.
+    let ghost = Some(ghost.as_str());
+    for path in ["/sessions", "/usage", "/sessions/1", "/sessions/1/export"] {
+        api.get(path, ghost)
+            .await
+            .expect_problem(401, "unauthorized");
+    }
+    api.post("/sessions", ghost, &json!({ "title": "orphan" }))
+        .await
+        .expect_problem(401, "unauthorized");
+    api.post("/chat", ghost, &json!({ "message": "orphan" }))
+        .await
+        .expect_problem(401, "unauthorized");
 }
 
 async fn refresh_rotates_and_reuse_revokes_the_family(target: &Target) {

@@ -1,41 +1,43 @@
-//! The `CurrentUser` extractor: a route that takes one requires a valid bearer token.
+//! The `CurrentUser` extractor: a route that takes one requires a valid
+//! bearer token for an account that exists.
 
 use axum::{
-    extract::{FromRef, FromRequestParts},
+    extract::FromRequestParts,
     http::{HeaderMap, header, request::Parts},
 };
-use std::sync::Arc;
 
-use super::JwtKeys;
-use crate::error::ApiError;
+use crate::{error::ApiError, state::AppState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CurrentUser {
     pub id: i64,
 }
 
-impl<S> FromRequestParts<S> for CurrentUser
-where
-    Arc<JwtKeys>: FromRef<S>,
-    S: Send + Sync,
-{
+/// A token the rate limiter has already verified, so it is verified once.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedToken(pub i64);
+
+impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        // The rate limiter has already verified this request's token.
-        if let Some(user) = parts.extensions.get::<Self>() {
-            tracing::Span::current().record("user_id", user.id);
-            return Ok(*user);
-        }
-        let keys = Arc::<JwtKeys>::from_ref(state);
-        let token = bearer_token(&parts.headers).ok_or_else(|| {
-            tracing::debug!("missing or malformed Authorization header");
-            ApiError::Unauthorized
-        })?;
-        let id = keys.verify(token).map_err(|reason| {
-            tracing::debug!(%reason, "rejected access token");
-            ApiError::Unauthorized
-        })?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let id = match parts.extensions.get::<VerifiedToken>() {
+            Some(VerifiedToken(id)) => *id,
+            None => {
+                let token = bearer_token(&parts.headers).ok_or_else(|| {
+                    tracing::debug!("missing or malformed Authorization header");
+                    ApiError::Unauthorized
+                })?;
+                state.jwt.verify(token).map_err(|reason| {
+                    tracing::debug!(%reason, "rejected access token");
+                    ApiError::Unauthorized
+                })?
+            }
+        };
+        state
+            .accounts
+            .ensure_exists(id, state.store.as_ref())
+            .await?;
         tracing::Span::current().record("user_id", id);
         Ok(Self { id })
     }

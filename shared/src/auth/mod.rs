@@ -3,10 +3,12 @@
 
 mod current_user;
 mod jwt;
+mod known_accounts;
 mod password;
 mod refresh;
 
-pub use current_user::{CurrentUser, bearer_token};
+pub use current_user::{CurrentUser, VerifiedToken, bearer_token};
 pub use jwt::{AccessClaims, JwtKeys};
+pub use known_accounts::KnownAccounts;
 pub use password::Passwords;
 pub use refresh::{RefreshToken, hash_refresh_token, hex, new_family, random_bytes};

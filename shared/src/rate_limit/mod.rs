@@ -17,7 +17,7 @@ use axum::{
 };
 
 use crate::{
-    auth::{CurrentUser, bearer_token},
+    auth::{VerifiedToken, bearer_token},
     config::{LimitSettings, Rate, RedisOutagePolicy},
     error::Problem,
     state::AppState,
@@ -183,7 +183,7 @@ fn plan(state: &AppState, request: &mut Request) -> Vec<Check> {
         // No valid token: the route answers 401 (or is public) without any work worth limiting.
         return checks;
     };
-    request.extensions_mut().insert(CurrentUser { id: user });
+    request.extensions_mut().insert(VerifiedToken(user));
     // The braces are a Redis Cluster hash tag: one user's keys share a slot,
     // as a multi-key script requires.
     if let Some(rate) = limits.per_user_chat
