@@ -10,6 +10,7 @@ mod chat;
 mod dashboard;
 mod dynamodb;
 mod failures;
+mod faults;
 mod http;
 mod in_process;
 mod limits;
