@@ -14,7 +14,7 @@ use futures::StreamExt as _;
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    cors::{AllowHeaders, AllowMethods, CorsLayer},
+    cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     timeout::TimeoutLayer,
     trace::{DefaultOnResponse, TraceLayer},
@@ -31,9 +31,16 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Wraps a group's routes (or all of them) with fallbacks, state and middleware.
 pub fn build(routes: Router<AppState>, state: AppState) -> Router {
     let http = &state.settings.http;
+    // Never `allow_credentials`: tokens travel in the Authorization header,
+    // so no cookie-bearing request ever needs to cross origins (and `*` with
+    // credentials is what browsers refuse and attackers want).
     let cors = (!http.cors_origins.is_empty()).then(|| {
+        let origins = match http.cors_origins.as_slice() {
+            [any] if any == "*" => AllowOrigin::any(),
+            listed => AllowOrigin::list(listed.iter().cloned()),
+        };
         CorsLayer::new()
-            .allow_origin(http.cors_origins.clone())
+            .allow_origin(origins)
             .allow_methods(AllowMethods::mirror_request())
             .allow_headers(AllowHeaders::mirror_request())
             .expose_headers([REQUEST_ID])

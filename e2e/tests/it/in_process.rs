@@ -102,6 +102,27 @@ async fn cors_allows_only_the_configured_origins() {
         simple.header("access-control-allow-origin"),
         Some("http://localhost:3000")
     );
+    assert_eq!(allowed.header("access-control-allow-credentials"), None);
+
+    // `*`: any page may call with the token it holds, never with credentials.
+    let open = spawn_with(
+        "sqlite",
+        testing::fresh_sqlite_url(),
+        &[("CORS_ORIGINS", "*")],
+    )
+    .await;
+    let preflight = open
+        .api
+        .request(Method::OPTIONS, "/chat", None)
+        .header("origin", "https://anywhere.example.net")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        );
+    let any = open.api.send(preflight).await;
+    assert_eq!(any.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(any.header("access-control-allow-credentials"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -324,10 +324,15 @@ impl Vars<'_> {
         Ok(cost)
     }
 
+    /// Origins, or `*` alone: any origin. Credentials (cookies) are never
+    /// allowed, so `*` only lets pages send the bearer token they hold.
     fn cors_origins(&self) -> Result<Vec<HeaderValue>, ConfigError> {
         let Some(raw) = self.get("CORS_ORIGINS") else {
             return Ok(Vec::new());
         };
+        if raw.trim() == "*" {
+            return Ok(vec![HeaderValue::from_static("*")]);
+        }
         raw.split(',')
             .map(str::trim)
             .filter(|origin| !origin.is_empty())
@@ -380,8 +385,12 @@ mod tests {
         );
         let err = parse(&[("BCRYPT_COST", "3")]).unwrap_err();
         assert_eq!(err.var, "BCRYPT_COST");
-        let err = parse(&[("CORS_ORIGINS", "example.com")]).unwrap_err();
-        assert_eq!(err.var, "CORS_ORIGINS");
+        for bad in ["example.com", "*, https://app.example.com"] {
+            let err = parse(&[("CORS_ORIGINS", bad)]).unwrap_err();
+            assert_eq!(err.var, "CORS_ORIGINS", "{bad}");
+        }
+        let any = parse(&[("CORS_ORIGINS", " * ")]).unwrap();
+        assert_eq!(any.http.cors_origins, [HeaderValue::from_static("*")]);
     }
 
     #[test]
