@@ -38,7 +38,7 @@ pub fn function_for(path: &str) -> &'static str {
         "chat-stream"
     } else if path.starts_with("/chat") {
         "chat"
-    } else if path.starts_with("/admin") {
+    } else if path.starts_with("/admin") || path.starts_with("/docs") || path == "/openapi.json" {
         "admin"
     } else {
         // /sessions, /usage, /health, and anything unknown.

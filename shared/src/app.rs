@@ -19,6 +19,7 @@ use tower_http::{
     timeout::TimeoutLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::{
     error::{ApiError, PROBLEM_JSON, Problem},
@@ -29,7 +30,8 @@ use crate::{
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Wraps a group's routes (or all of them) with fallbacks, state and middleware.
-pub fn build(routes: Router<AppState>, state: AppState) -> Router {
+pub fn build(routes: OpenApiRouter<AppState>, state: AppState) -> Router {
+    let routes = Router::from(routes);
     let http = &state.settings.http;
     // Never `allow_credentials`: tokens travel in the Authorization header,
     // so no cookie-bearing request ever needs to cross origins (and `*` with

@@ -17,7 +17,7 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -81,19 +81,33 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-/// The problem+json body. `code` is the stable, machine-readable part.
-#[derive(Debug, Serialize)]
+/// The problem+json body (RFC 9457). `code` is the stable, machine-readable
+/// part; a problem may carry extension members beside these (`session_id`,
+/// `quota`, `used`, `checks`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// Always `about:blank`: `code` says which problem it is.
     #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
     pub kind: &'static str,
+    /// The HTTP status's reason phrase.
+    #[schema(example = "Not Found")]
     pub title: &'static str,
+    #[schema(example = 404)]
     pub status: u16,
+    /// For people; may change between releases.
+    #[schema(example = "session not found")]
     pub detail: String,
+    /// For programs: stable across releases (the README lists every code).
+    #[schema(example = "session_not_found")]
     pub code: &'static str,
+    /// Every invalid field, present when `code` is `validation_failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub errors: Option<Vec<FieldError>>,
     /// RFC 9457 extension members (`session_id`, a health check's `checks`...).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 

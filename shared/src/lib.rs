@@ -12,6 +12,7 @@ pub mod export;
 pub mod extract;
 pub mod function;
 pub mod llm;
+pub mod openapi;
 pub mod rate_limit;
 pub mod routes;
 pub mod server;

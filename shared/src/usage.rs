@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{config::ModelPrice, store::MonthlyUsage};
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct UsageReport {
     /// This month's token quota, if one applies.
     pub quota: Quota,
@@ -13,7 +13,7 @@ pub struct UsageReport {
     pub months: Vec<MonthReport>,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Quota {
     /// `null`: unlimited.
     pub monthly_tokens: Option<i64>,
@@ -31,7 +31,7 @@ impl Quota {
     }
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct MonthReport {
     /// `YYYY-MM`, UTC.
     pub month: String,
@@ -40,14 +40,14 @@ pub struct MonthReport {
     pub models: Vec<ModelReport>,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ModelReport {
     pub model: String,
     #[serde(flatten)]
     pub totals: Totals,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Totals {
     pub prompt_tokens: i64,
     pub completion_tokens: i64,

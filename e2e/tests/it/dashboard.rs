@@ -1,4 +1,4 @@
-//! The admin dashboard in a real headless browser: Debian's `chromium`,
+//! The HTML pages (the admin dashboard, the API docs) in a real headless browser: Debian's `chromium`,
 //! driven over WebDriver by `chromedriver` (packages chromium and
 //! chromium-driver), or the browser and driver named by `CHROMIUM` and
 //! `CHROMEDRIVER`. With `CI` set, a missing browser is a failure.
@@ -101,8 +101,12 @@ impl Drop for Driver {
 
 /// Waits for an element that is displayed.
 async fn visible(browser: &Client, css: &str) -> Element {
+    visible_at(browser, Locator::Css(css)).await
+}
+
+async fn visible_at(browser: &Client, locator: Locator<'_>) -> Element {
     for _ in 0..100 {
-        if let Ok(element) = browser.find(Locator::Css(css)).await
+        if let Ok(element) = browser.find(locator).await
             && element.is_displayed().await.unwrap_or(false)
         {
             return element;
@@ -110,7 +114,7 @@ async fn visible(browser: &Client, css: &str) -> Element {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!(
-        "{css} never showed; page: {}",
+        "{locator:?} never showed; page: {}",
         browser.source().await.unwrap_or_default()
     );
 }
@@ -271,4 +275,83 @@ fn expected_row(users: &Value, account: &Account) -> String {
         .collect::<Vec<_>>()
         .join(",");
     format!("{} {} {grouped}", row["sessions"], row["messages"])
+}
+
+/// The docs page under its Content-Security-Policy: Swagger UI draws every
+/// operation of the document, "Authorize" logs in through the OAuth2 password
+/// form (POST /auth/login), and "Try it out" then calls the API as that user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_lists_every_operation_and_authorizes_with_the_password_form() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let target = spawn_with("sqlite", testing::fresh_sqlite_url(), &[]).await;
+    let api = &target.api;
+    let user = api.account().await;
+    let document = api.get("/openapi.json", None).await.expect(200).body;
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+
+    let browser = driver.browser().await;
+    browser.goto(&api.url("/docs")).await.unwrap();
+    let title = visible(&browser, ".swagger-ui .info .title").await;
+    assert!(title.text().await.unwrap().contains("chat-api"));
+    let drawn = browser
+        .find_all(Locator::Css(".swagger-ui .opblock"))
+        .await
+        .unwrap();
+    assert_eq!(drawn.len(), operations, "one block per operation");
+
+    // Authorize with the OAuth2 password form.
+    click(&browser, ".swagger-ui .btn.authorize").await;
+    let username = visible(&browser, "#oauth_username").await;
+    username.send_keys(&user.email).await.unwrap();
+    let password = visible(&browser, "#oauth_password").await;
+    password.send_keys(e2e::PASSWORD).await.unwrap();
+    // The oauth2 scheme's own box (the bearer scheme has one too).
+    let oauth2 = "//div[contains(@class, 'auth-container')][.//input[@id='oauth_username']]";
+    visible_at(
+        &browser,
+        Locator::XPath(&format!("{oauth2}//button[contains(@class, 'authorize')]")),
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
+    // Once the login succeeds, that box offers to log out instead.
+    visible_at(
+        &browser,
+        Locator::XPath(
+            "//div[contains(@class, 'auth-container')]//button[normalize-space() = 'Logout']",
+        ),
+    )
+    .await;
+    click(&browser, ".btn-done").await;
+
+    // GET /auth/me as that user, from the page.
+    click(&browser, "#operations-auth-me .opblock-summary").await;
+    click(&browser, "#operations-auth-me .try-out__btn").await;
+    click(&browser, "#operations-auth-me .execute").await;
+    let status = visible(
+        &browser,
+        "#operations-auth-me .live-responses-table tr.response .response-col_status",
+    )
+    .await;
+    assert_eq!(status.text().await.unwrap().trim(), "200");
+    let body = visible(
+        &browser,
+        "#operations-auth-me .live-responses-table .microlight",
+    )
+    .await;
+    let body = body.text().await.unwrap();
+    assert!(body.contains(&user.email), "{body}");
+    browser.close().await.unwrap();
+}
+
+async fn click(browser: &Client, css: &str) {
+    visible(browser, css).await.click().await.unwrap();
 }

@@ -14,6 +14,7 @@ mod faults;
 mod http;
 mod in_process;
 mod limits;
+mod openapi;
 mod providers;
 mod sessions;
 mod streaming;

@@ -3,7 +3,8 @@
 //! `server` serves; `server promote-admin EMAIL` and `server demote-admin EMAIL`
 //! change an account's administrator flag in the configured store and exit;
 //! `server healthcheck` asks the server on `PORT` for /health (the container
-//! image has no curl) and exits 0 when it answers 200.
+//! image has no curl) and exits 0 when it answers 200; `server openapi` prints
+//! the OpenAPI document (what GET /openapi.json serves) for client generators.
 
 use std::{
     io::{Read as _, Write as _},
@@ -14,7 +15,8 @@ use std::{
 
 use chat_core::{config::Settings, domain::Email, server::Application, store, telemetry};
 
-const USAGE: &str = "usage: server [promote-admin EMAIL | demote-admin EMAIL | healthcheck]";
+const USAGE: &str =
+    "usage: server [promote-admin EMAIL | demote-admin EMAIL | healthcheck | openapi]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -22,6 +24,10 @@ async fn main() -> ExitCode {
     let admin_change = match args.as_slice() {
         [] => None,
         [command] if command == "healthcheck" => return healthcheck(),
+        [command] if command == "openapi" => {
+            println!("{}", chat_core::openapi::json());
+            return ExitCode::SUCCESS;
+        }
         [command, email] if command == "promote-admin" => Some((email, true)),
         [command, email] if command == "demote-admin" => Some((email, false)),
         _ => {

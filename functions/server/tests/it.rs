@@ -173,6 +173,24 @@ async fn healthcheck_reports_whether_the_server_on_port_answers() {
     assert!(String::from_utf8_lossy(&down.stderr).contains("no answer"));
 }
 
+/// `server openapi` needs no configuration and prints what GET /openapi.json serves.
+#[tokio::test]
+async fn openapi_prints_the_document_the_server_serves() {
+    let printed = Command::new(env!("CARGO_BIN_EXE_server"))
+        .env_clear()
+        .arg("openapi")
+        .output()
+        .expect("run server openapi");
+    assert!(printed.status.success(), "{printed:?}");
+    let printed: serde_json::Value =
+        serde_json::from_slice(&printed.stdout).expect("the document is JSON");
+    let database = testing::fresh_sqlite_url();
+    let server = Server::start(&[("DATABASE_URL", database.as_str())]).await;
+    let served = server.api.get("/openapi.json", None).await.expect(200).body;
+    assert_eq!(printed, served);
+    assert_eq!(printed["openapi"], "3.1.0");
+}
+
 /// Answers every request as OpenAI does a wrong key: 401 with its error body.
 async fn rejecting_provider() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,14 +9,14 @@ use crate::{
     usage::Totals,
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsersPage {
     pub month: String,
     pub total_users: i64,
     pub users: Vec<UserRow>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserRow {
     pub id: i64,
     pub email: String,
@@ -53,7 +53,7 @@ pub fn user_row(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageByDay {
     pub month: String,
     /// Every day of the month, in order, zeros included: what the chart draws.
@@ -63,20 +63,20 @@ pub struct UsageByDay {
     pub totals: MonthTotals,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Day {
     pub day: String,
     #[serde(flatten)]
     pub totals: Totals,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserDays {
     pub user_id: i64,
     pub days: Vec<Day>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MonthTotals {
     #[serde(flatten)]
     pub totals: Totals,

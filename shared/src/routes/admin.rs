@@ -1,31 +1,30 @@
 //! /admin: the dashboard page (embedded, offline) and the admin API behind it.
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{HeaderName, HeaderValue, header},
-    response::{IntoResponse, Response},
-    routing::{get, put},
-};
+use axum::{Json, extract::State, response::Response};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     admin::{self, Admin, UsageByDay, UserRow, UsersPage},
     chat::month_of,
-    error::{ApiError, Result},
+    error::{ApiError, PROBLEM_JSON, Problem, Result},
     extract::{AppJson, AppPath, AppQuery},
+    routes::pages,
     state::AppState,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin", get(page))
-        .route("/admin/dashboard.js", get(script))
-        .route("/admin/dashboard.css", get(stylesheet))
-        .route("/admin/users", get(users))
-        .route("/admin/users/{id}/quota", put(set_quota))
-        .route("/admin/usage", get(usage))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(page))
+        .routes(routes!(script))
+        .routes(routes!(stylesheet))
+        .routes(routes!(users))
+        .routes(routes!(set_quota))
+        .routes(routes!(usage))
 }
+
+const FORBIDDEN: &str = "`forbidden`: the caller is not an administrator.";
 
 const MAX_PAGE: i64 = 1_000;
 
@@ -35,57 +34,69 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; \
      form-action 'none'";
 
+/// The dashboard page. It signs in with the admin API's own tokens, so it
+/// needs no credentials to load.
+#[utoipa::path(
+    get,
+    path = "/admin",
+    tag = "admin",
+    operation_id = "admin_dashboard",
+    responses((status = 200, description = "The page.", content_type = "text/html", body = String)),
+)]
 async fn page() -> Response {
-    asset(
+    pages::asset(
         "text/html; charset=utf-8",
-        include_str!("../admin/dashboard.html"),
+        include_bytes!("../admin/dashboard.html"),
+        CONTENT_SECURITY_POLICY,
     )
 }
 
+/// The dashboard's script.
+#[utoipa::path(
+    get,
+    path = "/admin/dashboard.js",
+    tag = "admin",
+    operation_id = "admin_dashboard_script",
+    responses((status = 200, description = "The script.", content_type = "text/javascript", body = String)),
+)]
 async fn script() -> Response {
-    asset(
+    pages::asset(
         "text/javascript; charset=utf-8",
-        include_str!("../admin/dashboard.js"),
+        include_bytes!("../admin/dashboard.js"),
+        CONTENT_SECURITY_POLICY,
     )
 }
 
+/// The dashboard's stylesheet.
+#[utoipa::path(
+    get,
+    path = "/admin/dashboard.css",
+    tag = "admin",
+    operation_id = "admin_dashboard_stylesheet",
+    responses((status = 200, description = "The stylesheet.", content_type = "text/css", body = String)),
+)]
 async fn stylesheet() -> Response {
-    asset(
+    pages::asset(
         "text/css; charset=utf-8",
-        include_str!("../admin/dashboard.css"),
+        include_bytes!("../admin/dashboard.css"),
+        CONTENT_SECURITY_POLICY,
     )
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let headers = [
-        (header::CONTENT_TYPE, content_type),
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        // A new release's page never runs against an old script.
-        (header::CACHE_CONTROL, "no-cache"),
-        (
-            HeaderName::from_static("cross-origin-opener-policy"),
-            "same-origin",
-        ),
-    ];
-    let mut response = body.into_response();
-    for (name, value) in headers {
-        response
-            .headers_mut()
-            .insert(name, HeaderValue::from_static(value));
-    }
-    response
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UsersQuery {
+    /// 1 to 1,000 (default 100).
     #[serde(default = "default_page")]
+    #[param(minimum = 1, maximum = 1000)]
     limit: i64,
+    /// How many users to skip, by id (default 0).
     #[serde(default)]
+    #[param(minimum = 0)]
     offset: i64,
+    /// `YYYY-MM`, the current month by default.
+    #[param(pattern = r"^\d{4}-(0[1-9]|1[0-2])$", example = "2026-11")]
     month: Option<String>,
 }
 
@@ -93,16 +104,20 @@ fn default_page() -> i64 {
     100
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct MonthQuery {
+    /// `YYYY-MM`, the current month by default.
+    #[param(pattern = r"^\d{4}-(0[1-9]|1[0-2])$", example = "2026-11")]
     month: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct QuotaBody {
-    /// Tokens per month; `null` returns the user to `MONTHLY_TOKEN_QUOTA`.
+    /// Tokens per month, 0 or more; `null` returns the user to `MONTHLY_TOKEN_QUOTA`.
+    #[schema(minimum = 0, example = 1000000)]
     monthly_tokens: Option<i64>,
 }
 
@@ -120,6 +135,19 @@ fn month(requested: Option<String>) -> Result<String> {
     }
 }
 
+/// Every user with this month's usage and quota, by id.
+#[utoipa::path(
+    get,
+    path = "/admin/users",
+    tag = "admin",
+    operation_id = "admin_users",
+    security(("bearer" = []), ("oauth2" = [])),
+    params(UsersQuery),
+    responses(
+        (status = 200, description = "One page of users.", body = UsersPage),
+        (status = 403, description = FORBIDDEN, body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(admin = admin.id))]
 async fn users(
     State(state): State<AppState>,
@@ -158,6 +186,22 @@ fn row(state: &AppState, user: crate::store::UserOverview) -> UserRow {
     )
 }
 
+/// Sets a user's monthly token quota, or returns them to the default.
+#[utoipa::path(
+    put,
+    path = "/admin/users/{id}/quota",
+    tag = "admin",
+    operation_id = "admin_set_quota",
+    security(("bearer" = []), ("oauth2" = [])),
+    params(("id" = i64, Path, description = "The user's id.")),
+    request_body = inline(QuotaBody),
+    responses(
+        (status = 200, description = "The user as the dashboard lists them.", body = UserRow),
+        (status = 403, description = FORBIDDEN, body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "`user_not_found`: no user with this id.",
+            body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(admin = admin.id, user_id = id))]
 async fn set_quota(
     State(state): State<AppState>,
@@ -184,6 +228,19 @@ async fn set_quota(
     Ok(Json(row(&state, user)))
 }
 
+/// Tokens, requests and cost for each day of a month, in total and per user.
+#[utoipa::path(
+    get,
+    path = "/admin/usage",
+    tag = "admin",
+    operation_id = "admin_usage",
+    security(("bearer" = []), ("oauth2" = [])),
+    params(MonthQuery),
+    responses(
+        (status = 200, description = "The month, day by day.", body = UsageByDay),
+        (status = 403, description = FORBIDDEN, body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(admin = admin.id))]
 async fn usage(
     State(state): State<AppState>,

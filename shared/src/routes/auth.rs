@@ -1,53 +1,73 @@
 //! /auth: register, log in (OAuth2 password form or JSON), refresh, log out, me.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{FromRequest, Request, State},
     http::{StatusCode, header},
-    routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::{CurrentUser, RefreshToken, hash_refresh_token, new_family},
     domain::{Email, Password},
-    error::{ApiError, Result},
+    error::{ApiError, PROBLEM_JSON, Problem, Result},
     extract::{AppForm, AppJson},
     state::AppState,
     store::{NewRefreshToken, Rotation, User},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/register", post(register))
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
-        .route("/auth/me", get(me))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(me))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Credentials {
+    #[schema(example = "ada@example.com")]
     email: String,
+    /// 8 to 72 bytes (bcrypt reads no further).
+    #[schema(example = "correct horse battery staple", max_length = 72)]
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenPair {
+    /// A JWT for the `Authorization: Bearer` header.
     access_token: String,
+    #[schema(example = "bearer")]
     token_type: &'static str,
+    /// Seconds until `access_token` expires.
     expires_in: u64,
+    /// Opaque, single use: trade it at POST /auth/refresh for a new pair.
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
     refresh_token: String,
 }
 
+/// Creates an account.
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "The new account.", body = User),
+        (status = 409, description = "`email_taken`: an account with this email exists.",
+            body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 async fn register(
     State(state): State<AppState>,
@@ -69,6 +89,24 @@ async fn register(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// Logs in: a new access token and refresh token.
+///
+/// Takes the OAuth2 password form (`username` is the email; `grant_type`,
+/// `scope` and `client_id` are accepted and ignored) or JSON.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    request_body(content(
+        (PasswordForm = "application/x-www-form-urlencoded"),
+        (Credentials = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "Tokens for the account.", body = TokenPair),
+        (status = 401, description = "`invalid_credentials`: no account with this email and password.",
+            body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id))]
 async fn login(
     State(state): State<AppState>,
@@ -96,6 +134,19 @@ async fn login(
     Ok(Json(token_pair(&state, user.id, refresh.token)?))
 }
 
+/// Trades a refresh token for a new pair. Each refresh token works once:
+/// presenting a spent one again revokes every token descended from the same login.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new pair; the old refresh token is spent.", body = TokenPair),
+        (status = 401, description = "`invalid_refresh_token`: unknown, expired, revoked or already used.",
+            body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id))]
 async fn refresh(
     State(state): State<AppState>,
@@ -123,8 +174,17 @@ async fn refresh(
     }
 }
 
-/// Revokes the token's family. Idempotent: an unknown token is also a 204, so
-/// the answer says nothing about which tokens exist.
+/// Logs out: revokes the refresh token and every token from the same login.
+///
+/// Idempotent: an unknown token is also a 204, so the answer says nothing
+/// about which tokens exist.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    request_body = RefreshBody,
+    responses((status = 204, description = "Revoked (or never valid).")),
+)]
 async fn logout(
     State(state): State<AppState>,
     AppJson(body): AppJson<RefreshBody>,
@@ -136,6 +196,14 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The account the access token belongs to.
+#[utoipa::path(
+    get,
+    path = "/auth/me",
+    tag = "auth",
+    security(("bearer" = []), ("oauth2" = [])),
+    responses((status = 200, description = "The caller's account.", body = User)),
+)]
 async fn me(State(state): State<AppState>, user: CurrentUser) -> Result<Json<User>> {
     // A valid token for a deleted account is no longer a credential.
     let user = state
@@ -166,8 +234,10 @@ struct LoginCredentials {
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct PasswordForm {
+    /// The account's email.
+    #[schema(example = "ada@example.com")]
     username: String,
     password: String,
     // OAuth2 clients may send grant_type, scope, client_id: accepted and ignored.

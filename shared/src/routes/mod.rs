@@ -1,21 +1,27 @@
-//! One Router per endpoint group. The server merges them all; each Lambda
-//! function serves one, so both run exactly the same handlers.
+//! One router per endpoint group. The server merges them all; each Lambda
+//! function serves one or two, so both run exactly the same handlers.
+//!
+//! Each group is an `OpenApiRouter` whose routes are added only through
+//! `routes!`, which registers the handler and its documented operation
+//! together: a route cannot be served without being in /openapi.json.
 
 pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod chat_stream;
+pub mod docs;
 pub mod health;
+mod pages;
 pub mod sessions;
 pub mod usage;
 
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 
 /// Every route, as the all-in-one server serves them.
-pub fn all() -> Router<AppState> {
-    Router::new()
+pub fn all() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(auth::router())
         .merge(sessions::router())
         .merge(chat::router())
@@ -23,4 +29,5 @@ pub fn all() -> Router<AppState> {
         .merge(usage::router())
         .merge(health::router())
         .merge(admin::router())
+        .merge(docs::router())
 }

@@ -2,19 +2,20 @@
 //! is a 404 exactly like a missing one, so ids reveal nothing.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::CurrentUser,
     chat::allowed_model,
     domain::{SYSTEM_PROMPT_MAX_CHARS, TITLE_MAX_CHARS, bounded_text},
-    error::{ApiError, FieldError, Result},
+    error::{ApiError, FieldError, PROBLEM_JSON, Problem, Result},
     export,
     extract::{AppJson, AppPath, AppQuery},
     state::AppState,
@@ -24,39 +25,53 @@ use crate::{
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 100;
 const DEFAULT_TITLE: &str = "New chat";
+const NOT_FOUND: &str = "`session_not_found`: no session with this id is the caller's.";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/sessions", get(list).post(create))
-        .route("/sessions/{id}", get(show).patch(update).delete(remove))
-        .route("/sessions/{id}/export", get(export))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(export))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// How many sessions, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// How many to skip, newest first (default 0).
+    #[param(minimum = 0)]
     offset: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateSession {
+    /// Up to 200 characters; "New chat" when absent.
+    #[schema(example = "Trip to Lisbon", min_length = 1)]
     title: Option<String>,
+    /// Up to 8,000 characters, sent before every question in the session.
     system_prompt: Option<String>,
     /// One of `LLM_MODELS`; chats in the session use it unless they name another.
     model: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Only the fields sent change.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateSession {
+    /// Up to 200 characters.
+    #[schema(nullable = false, min_length = 1)]
     title: Option<String>,
     /// Absent: unchanged; `null` or "": removed.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     system_prompt: Option<Option<String>>,
     /// Absent: unchanged; `null`: the provider's default again.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     model: Option<Option<String>>,
 }
 
@@ -67,14 +82,17 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     T::deserialize(deserializer).map(Some)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ExportQuery {
+    /// `markdown` (default) or `json`.
     #[serde(default)]
+    #[param(inline)]
     format: ExportFormat,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone, Copy, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum ExportFormat {
     #[default]
@@ -82,13 +100,23 @@ enum ExportFormat {
     Json,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SessionWithMessages {
     #[serde(flatten)]
     session: Session,
     messages: Vec<Message>,
 }
 
+/// The caller's sessions, most recently active first.
+#[utoipa::path(
+    get,
+    path = "/sessions",
+    tag = "sessions",
+    operation_id = "list_sessions",
+    security(("bearer" = []), ("oauth2" = [])),
+    params(Page),
+    responses((status = 200, description = "One page of sessions.", body = Vec<Session>)),
+)]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 async fn list(
     State(state): State<AppState>,
@@ -115,6 +143,16 @@ async fn list(
     ))
 }
 
+/// Creates an empty session (POST /chat without `session_id` also makes one).
+#[utoipa::path(
+    post,
+    path = "/sessions",
+    tag = "sessions",
+    operation_id = "create_session",
+    security(("bearer" = []), ("oauth2" = [])),
+    request_body = inline(CreateSession),
+    responses((status = 201, description = "The new session.", body = Session)),
+)]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 async fn create(
     State(state): State<AppState>,
@@ -140,6 +178,19 @@ async fn create(
     Ok((StatusCode::CREATED, Json(session)))
 }
 
+/// A session with its whole history, oldest message first.
+#[utoipa::path(
+    get,
+    path = "/sessions/{id}",
+    tag = "sessions",
+    operation_id = "get_session",
+    security(("bearer" = []), ("oauth2" = [])),
+    params(("id" = i64, Path, description = "The session's id.")),
+    responses(
+        (status = 200, description = "The session and its messages.", body = SessionWithMessages),
+        (status = 404, description = NOT_FOUND, body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id = user.id, session_id = id))]
 async fn show(
     State(state): State<AppState>,
@@ -151,6 +202,23 @@ async fn show(
 
 /// The session as a file to download: Markdown by default, `?format=json`
 /// for the same content as GET /sessions/{id}.
+#[utoipa::path(
+    get,
+    path = "/sessions/{id}/export",
+    tag = "sessions",
+    operation_id = "export_session",
+    security(("bearer" = []), ("oauth2" = [])),
+    params(("id" = i64, Path, description = "The session's id."), ExportQuery),
+    responses(
+        (status = 200, description = "An attachment (`Content-Disposition`).",
+            headers(("Content-Disposition" = String, description = "attachment; filename=\"...\"")),
+            content(
+                (String = "text/markdown"),
+                (SessionWithMessages = "application/json"),
+            )),
+        (status = 404, description = NOT_FOUND, body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id = user.id, session_id = id))]
 async fn export(
     State(state): State<AppState>,
@@ -192,6 +260,20 @@ async fn with_messages(state: &AppState, user_id: i64, id: i64) -> Result<Sessio
     Ok(SessionWithMessages { session, messages })
 }
 
+/// Renames a session, or changes its system prompt or model.
+#[utoipa::path(
+    patch,
+    path = "/sessions/{id}",
+    tag = "sessions",
+    operation_id = "update_session",
+    security(("bearer" = []), ("oauth2" = [])),
+    params(("id" = i64, Path, description = "The session's id.")),
+    request_body = inline(UpdateSession),
+    responses(
+        (status = 200, description = "The session as it now is.", body = Session),
+        (status = 404, description = NOT_FOUND, body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id = user.id, session_id = id))]
 async fn update(
     State(state): State<AppState>,
@@ -220,6 +302,19 @@ async fn update(
     Ok(Json(session))
 }
 
+/// Deletes a session and its history.
+#[utoipa::path(
+    delete,
+    path = "/sessions/{id}",
+    tag = "sessions",
+    operation_id = "delete_session",
+    security(("bearer" = []), ("oauth2" = [])),
+    params(("id" = i64, Path, description = "The session's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = NOT_FOUND, body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user_id = user.id, session_id = id))]
 async fn remove(
     State(state): State<AppState>,

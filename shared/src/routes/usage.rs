@@ -1,6 +1,7 @@
 //! GET /usage: the caller's tokens, requests and estimated cost per month.
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{Json, extract::State};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::CurrentUser,
@@ -10,10 +11,20 @@ use crate::{
     usage::{self, Quota, UsageReport},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/usage", get(show))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show))
 }
 
+/// The caller's tokens, requests and estimated cost per month and model, with
+/// this month's quota.
+#[utoipa::path(
+    get,
+    path = "/usage",
+    tag = "usage",
+    operation_id = "usage",
+    security(("bearer" = []), ("oauth2" = [])),
+    responses((status = 200, description = "Newest month first.", body = UsageReport)),
+)]
 #[tracing::instrument(skip_all, fields(user_id = user.id))]
 async fn show(State(state): State<AppState>, user: CurrentUser) -> Result<Json<UsageReport>> {
     let rows = state.store.monthly_usage(user.id).await?;

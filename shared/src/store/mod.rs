@@ -66,7 +66,7 @@ fn is_outage(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("57P") || code == "3D000"
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,
     pub email: String,
@@ -81,7 +81,7 @@ pub struct UserCredentials {
     pub password_hash: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Session {
     pub id: i64,
     pub title: String,
@@ -95,7 +95,7 @@ pub struct Session {
     pub updated_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
@@ -103,7 +103,7 @@ pub enum Role {
 }
 
 /// How a stored assistant message ended.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     Complete,
@@ -113,7 +113,7 @@ pub enum MessageStatus {
     Stopped,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Message {
     pub id: i64,
     #[sqlx(try_from = "String")]
