@@ -152,6 +152,59 @@ impl Stream {
     }
 }
 
+/// An SSE response read one event at a time, while it arrives.
+pub struct LiveStream {
+    events: std::pin::Pin<Box<dyn futures::Stream<Item = SseEvent> + Send>>,
+}
+
+impl LiveStream {
+    /// A `text/event-stream` response, or the reply it was instead.
+    async fn open(response: Response) -> Result<Self, Reply> {
+        let is_sse = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/event-stream"));
+        if !is_sse {
+            return Err(Reply::read(response).await);
+        }
+        let events = response.bytes_stream().eventsource().map(|event| {
+            let event = event.expect("a well-formed SSE event");
+            SseEvent {
+                data: serde_json::from_str(&event.data).expect("SSE data is JSON"),
+                event: event.event,
+                id: event.id,
+            }
+        });
+        Ok(Self {
+            events: Box::pin(events),
+        })
+    }
+
+    /// The next event; `None` once the server has ended the stream.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        self.events.next().await
+    }
+
+    /// Every event until the server ends the stream.
+    pub async fn rest(mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// The concatenated `content` of the `delta` events among `events`.
+pub fn deltas_text(events: &[SseEvent]) -> String {
+    events
+        .iter()
+        .filter(|event| event.event == "delta")
+        .map(|event| event.data["content"].as_str().unwrap_or_default())
+        .collect()
+}
+
 /// An email no earlier run has used, for targets whose data persists.
 pub fn unique_email(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -327,6 +380,37 @@ impl Api {
 
     pub async fn chat(&self, account: &Account, body: &Value) -> Reply {
         self.post("/chat", Some(&account.access_token), body).await
+    }
+
+    /// POST /chat/stream, to be read event by event.
+    pub async fn open_stream(&self, token: &str, body: &Value) -> Result<LiveStream, Reply> {
+        let response = self
+            .request(Method::POST, "/chat/stream", Some(token))
+            .json(body)
+            .send()
+            .await
+            .expect("send the stream request");
+        LiveStream::open(response).await
+    }
+
+    /// GET /chat/stream/{generation_id} with `query`, sending `Last-Event-ID`
+    /// when given: a reconnect, or a second client following.
+    pub async fn follow(
+        &self,
+        token: Option<&str>,
+        generation_id: &str,
+        last_event_id: Option<&str>,
+        query: &str,
+    ) -> Result<LiveStream, Reply> {
+        let mut request = self.request(
+            Method::GET,
+            &format!("/chat/stream/{generation_id}{query}"),
+            token,
+        );
+        if let Some(last) = last_event_id {
+            request = request.header("last-event-id", last);
+        }
+        LiveStream::open(request.send().await.expect("send the follow request")).await
     }
 
     /// POST /chat/stream, read to the end. A non-SSE answer (an error before the

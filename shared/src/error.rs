@@ -52,6 +52,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("session not found")]
     SessionNotFound,
+    #[error("no generation with this id is running or recently ended for this user")]
+    GenerationNotFound,
     #[error("user not found")]
     UserNotFound,
     #[error("this account is not an administrator")]
@@ -84,7 +86,7 @@ pub enum ApiError {
 /// The problem+json body (RFC 9457). `code` is the stable, machine-readable
 /// part; a problem may carry extension members beside these (`session_id`,
 /// `quota`, `used`, `checks`).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Always `about:blank`: `code` says which problem it is.
     #[serde(rename = "type")]
@@ -154,9 +156,10 @@ impl ApiError {
             Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::SessionNotFound | Self::UserNotFound | Self::RouteNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::SessionNotFound
+            | Self::GenerationNotFound
+            | Self::UserNotFound
+            | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -177,6 +180,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
             Self::SessionNotFound => "session_not_found",
+            Self::GenerationNotFound => "generation_not_found",
             Self::UserNotFound => "user_not_found",
             Self::Forbidden => "forbidden",
             Self::QuotaExceeded { .. } => "quota_exceeded",

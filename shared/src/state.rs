@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{JwtKeys, KnownAccounts, Passwords, random_bytes},
+    chat::LiveGenerations,
     config::Settings,
     llm::{self, Provider},
     rate_limit::RateLimiter,
@@ -28,6 +29,8 @@ pub struct Inner {
     pub accounts: KnownAccounts,
     /// Streaming generations still running, so shutdown can wait for them.
     pub generations: TaskTracker,
+    /// Their event logs, which clients follow and reconnect to.
+    pub live: LiveGenerations,
 }
 
 impl Deref for AppState {
@@ -61,6 +64,7 @@ impl AppState {
             jwt: Arc::new(JwtKeys::new(&secret, settings.auth.access_token_ttl)),
             passwords: Passwords::new(settings.auth.bcrypt_cost),
             generations: TaskTracker::new(),
+            live: LiveGenerations::default(),
             limiter: RateLimiter::new(&settings.limits)?,
             accounts: KnownAccounts::default(),
         })))

@@ -16,5 +16,6 @@ mod in_process;
 mod limits;
 mod openapi;
 mod providers;
+mod resume;
 mod sessions;
 mod streaming;

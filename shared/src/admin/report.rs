@@ -34,10 +34,11 @@ pub struct UserRow {
     pub effective_quota: Option<i64>,
 }
 
+/// `effective_quota`: what `chat::quota::effective` says applies to the user.
 pub fn user_row(
     user: UserOverview,
     admin_emails: &[String],
-    default_quota: Option<i64>,
+    effective_quota: Option<i64>,
 ) -> UserRow {
     UserRow {
         is_admin: user.is_admin || admin_emails.contains(&user.user.email),
@@ -49,7 +50,7 @@ pub fn user_row(
         tokens_this_month: user.prompt_tokens + user.completion_tokens,
         requests_this_month: user.requests,
         token_quota: user.token_quota,
-        effective_quota: user.token_quota.or(default_quota),
+        effective_quota,
     }
 }
 

@@ -28,18 +28,61 @@ impl FromRequestParts<AppState> for CurrentUser {
                     tracing::debug!("missing or malformed Authorization header");
                     ApiError::Unauthorized
                 })?;
-                state.jwt.verify(token).map_err(|reason| {
-                    tracing::debug!(%reason, "rejected access token");
-                    ApiError::Unauthorized
-                })?
+                verify(state, token)?
             }
         };
+        Self::existing(state, id).await
+    }
+}
+
+impl CurrentUser {
+    /// The account a verified token names, if it still exists.
+    async fn existing(state: &AppState, id: i64) -> Result<Self, ApiError> {
         state
             .accounts
             .ensure_exists(id, state.store.as_ref())
             .await?;
         tracing::Span::current().record("user_id", id);
         Ok(Self { id })
+    }
+}
+
+fn verify(state: &AppState, token: &str) -> Result<i64, ApiError> {
+    state.jwt.verify(token).map_err(|reason| {
+        tracing::debug!(%reason, "rejected access token");
+        ApiError::Unauthorized
+    })
+}
+
+/// The user of a route a browser's `EventSource` opens. It cannot send
+/// headers, so the access token may come as `?access_token=` instead of
+/// `Authorization: Bearer` (which wins when both are sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSourceUser(pub CurrentUser);
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+impl FromRequestParts<AppState> for EventSourceUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let in_query = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|query| query.0.access_token);
+        let has_header = parts.extensions.get::<VerifiedToken>().is_some()
+            || parts.headers.contains_key(header::AUTHORIZATION);
+        match in_query {
+            Some(token) if !has_header => {
+                let id = verify(state, &token)?;
+                CurrentUser::existing(state, id).await.map(Self)
+            }
+            _ => CurrentUser::from_request_parts(parts, state)
+                .await
+                .map(Self),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ mod known_accounts;
 mod password;
 mod refresh;
 
-pub use current_user::{CurrentUser, VerifiedToken, bearer_token};
+pub use current_user::{CurrentUser, EventSourceUser, VerifiedToken, bearer_token};
 pub use jwt::{AccessClaims, JwtKeys};
 pub use known_accounts::KnownAccounts;
 pub use password::Passwords;

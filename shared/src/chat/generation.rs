@@ -1,15 +1,18 @@
-//! A streaming generation runs in its own task, apart from the HTTP response,
-//! so `STREAM_ON_DISCONNECT` can decide what a client's departure does to it:
-//! `finish` keeps reading the provider and stores the whole answer; `cancel`
-//! drops the upstream stream and stores what arrived, marked incomplete.
+//! A streaming generation runs in its own task, apart from any HTTP response,
+//! and publishes its events to a log (`live.rs`) that clients follow: the one
+//! that asked, one that reconnects, another tab. `STREAM_ON_DISCONNECT` decides
+//! what happens when nobody follows any more: `finish` keeps reading the
+//! provider and stores the whole answer; `cancel` drops the upstream stream and
+//! stores what arrived, marked incomplete. A stop request does the same, marked
+//! stopped.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Answer, Exchange, finish};
+use super::{Answer, Exchange, finish, live::Generation};
 use crate::{
     config::OnDisconnect,
     error::{ApiError, Problem},
@@ -18,8 +21,14 @@ use crate::{
     store::{Message, MessageStatus},
 };
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum GenerationEvent {
+    /// First: the question is stored and the generation has its id.
+    Start {
+        generation_id: String,
+        session_id: i64,
+        user_message: Message,
+    },
     Delta(String),
     /// The answer is stored; nothing follows.
     Done {
@@ -30,79 +39,99 @@ pub enum GenerationEvent {
     Error(Problem),
 }
 
-/// Starts the provider call for an exchange whose user message is stored;
-/// its events arrive on the returned receiver until `Done` or `Error`.
-/// Generations are tracked by the state, so a graceful shutdown waits for the
-/// ones whose clients have left to store their answers.
-pub fn spawn_generation(state: AppState, exchange: Exchange) -> mpsc::Receiver<GenerationEvent> {
-    let (events, receiver) = mpsc::channel(64);
-    let tracker = state.generations.clone();
-    tracker.spawn(run(state, exchange, events).instrument(tracing::Span::current()));
-    receiver
-}
-
-/// A client that keeps its connection open but stops reading is treated as
-/// gone once its buffer has been full this long, so it cannot hold a generation.
-const STALLED_CLIENT: Duration = Duration::from_secs(30);
-
-/// The sending half, or `None` once the client has gone away.
-struct Client(Option<mpsc::Sender<GenerationEvent>>);
-
-impl Client {
-    /// False when the client is gone (now or earlier).
-    async fn deliver(&mut self, event: GenerationEvent) -> bool {
-        let Some(events) = &self.0 else {
-            return false;
-        };
-        match tokio::time::timeout(STALLED_CLIENT, events.send(event)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) => {
-                tracing::info!("client disconnected mid-stream");
-                self.0 = None;
-                false
-            }
-            Err(_) => {
-                tracing::warn!("client stopped reading its stream; treating it as gone");
-                self.0 = None;
-                false
-            }
-        }
+impl GenerationEvent {
+    /// Whether nothing can follow this event.
+    pub fn is_last(&self) -> bool {
+        matches!(self, Self::Done { .. } | Self::Error(_))
     }
 }
 
-async fn run(state: AppState, exchange: Exchange, events: mpsc::Sender<GenerationEvent>) {
-    let mut client = Client(Some(events));
+/// An answer longer than this is cut off and stored as incomplete: it bounds
+/// the memory a generation's log holds (a model's longest answers are a small
+/// fraction of it).
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// Starts the provider call for an exchange whose user message is stored. Its
+/// events go to `generation`'s log, which already holds `Start`. Generations
+/// are tracked by the state, so a graceful shutdown waits for the ones whose
+/// clients have left to store their answers.
+pub fn spawn_generation(state: AppState, exchange: Exchange, generation: Arc<Generation>) {
+    let tracker = state.generations.clone();
+    tracker.spawn(run(state, exchange, generation).instrument(tracing::Span::current()));
+}
+
+/// Why the generation ended before the provider did.
+enum Interruption {
+    Stopped,
+    Deserted,
+}
+
+async fn run(state: AppState, exchange: Exchange, generation: Arc<Generation>) {
     let deadline = exchange
         .request
         .deadline
         .unwrap_or_else(|| Instant::now() + state.settings.llm.timeout);
-    let cancel_on_disconnect = state.settings.llm.stream_on_disconnect == OnDisconnect::Cancel;
+    let cancel_when_deserted = state.settings.llm.stream_on_disconnect == OnDisconnect::Cancel;
+    let interrupted = async {
+        tokio::select! {
+            () = generation.stop_requested().cancelled() => Interruption::Stopped,
+            () = async {
+                if cancel_when_deserted {
+                    generation.deserted().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => Interruption::Deserted,
+        }
+    };
+    tokio::pin!(interrupted);
 
-    let stream = tokio::time::timeout_at(deadline, state.provider.stream(&exchange.request))
-        .await
-        .unwrap_or(Err(ProviderError::Timeout));
-    let (model, mut stream) = match stream {
-        Ok(stream) => (stream.model, stream.chunks),
-        Err(err) => {
+    let opened = tokio::select! {
+        opened = tokio::time::timeout_at(deadline, state.provider.stream(&exchange.request)) => {
+            Some(opened.unwrap_or(Err(ProviderError::Timeout)))
+        }
+        _ = &mut interrupted => None,
+    };
+    let (model, mut stream) = match opened {
+        Some(Ok(stream)) => (stream.model, Some(stream.chunks)),
+        Some(Err(err)) => {
             // Nothing was generated, so nothing is stored; the user message stays.
-            client.deliver(GenerationEvent::Error(problem(err))).await;
+            generation.publish(GenerationEvent::Error(problem(err)));
             return;
         }
+        // Interrupted before the provider answered: an empty answer is stored,
+        // so the session shows the question was stopped.
+        None => (exchange.request.model.clone(), None),
     };
 
     let mut content = String::new();
     let mut usage = None;
-    let mut status = MessageStatus::Complete;
+    let mut status = if stream.is_some() {
+        MessageStatus::Complete
+    } else {
+        MessageStatus::Stopped
+    };
     let mut failure = None;
-    loop {
-        let next = tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .unwrap_or(Some(Err(ProviderError::Timeout)));
+    while let Some(chunks) = stream.as_mut() {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, chunks.next()) => {
+                next.unwrap_or(Some(Err(ProviderError::Timeout)))
+            }
+            interruption = &mut interrupted => {
+                status = match interruption {
+                    Interruption::Stopped => MessageStatus::Stopped,
+                    Interruption::Deserted => MessageStatus::Incomplete,
+                };
+                break;
+            }
+        };
         match next {
             None => break,
             Some(Ok(Chunk::Delta(text))) => {
                 content.push_str(&text);
-                if !client.deliver(GenerationEvent::Delta(text)).await && cancel_on_disconnect {
+                generation.publish(GenerationEvent::Delta(text));
+                if content.len() > MAX_ANSWER_BYTES {
+                    tracing::warn!("answer longer than {MAX_ANSWER_BYTES} bytes; cut off");
                     status = MessageStatus::Incomplete;
                     break;
                 }
@@ -121,7 +150,7 @@ async fn run(state: AppState, exchange: Exchange, events: mpsc::Sender<Generatio
     if content.is_empty()
         && let Some(err) = failure
     {
-        client.deliver(GenerationEvent::Error(problem(err))).await;
+        generation.publish(GenerationEvent::Error(problem(err)));
         return;
     }
     let answer = Answer {
@@ -140,7 +169,7 @@ async fn run(state: AppState, exchange: Exchange, events: mpsc::Sender<Generatio
             GenerationEvent::Error(err.to_problem())
         }
     };
-    client.deliver(event).await;
+    generation.publish(event);
 }
 
 fn problem(err: ProviderError) -> Problem {

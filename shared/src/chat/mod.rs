@@ -3,6 +3,7 @@
 
 mod context;
 mod generation;
+pub mod live;
 pub mod quota;
 
 use time::OffsetDateTime;
@@ -16,6 +17,7 @@ use crate::{
 };
 
 pub use generation::{GenerationEvent, spawn_generation};
+pub use live::{Generation, LiveGenerations};
 
 /// A validated chat request.
 #[derive(Debug, Clone)]

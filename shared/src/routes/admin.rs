@@ -7,7 +7,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     admin::{self, Admin, UsageByDay, UserRow, UsersPage},
-    chat::month_of,
+    chat::{month_of, quota},
     error::{ApiError, PROBLEM_JSON, Problem, Result},
     extract::{AppJson, AppPath, AppQuery},
     routes::pages,
@@ -179,11 +179,8 @@ async fn users(
 }
 
 fn row(state: &AppState, user: crate::store::UserOverview) -> UserRow {
-    admin::user_row(
-        user,
-        &state.settings.auth.admin_emails,
-        state.settings.limits.monthly_token_quota,
-    )
+    let effective_quota = quota::effective(user.token_quota, state);
+    admin::user_row(user, &state.settings.auth.admin_emails, effective_quota)
 }
 
 /// Sets a user's monthly token quota, or returns them to the default.

@@ -1,134 +1,60 @@
 //! POST /chat/stream: the same exchange as POST /chat, answered as
-//! Server-Sent Events. On Lambda it is its own function, behind a function URL
-//! that streams (API Gateway would buffer the whole answer).
+//! Server-Sent Events while it is generated; GET /chat/stream/{generation_id}
+//! to reconnect to (or follow) a generation; POST .../stop to end it early.
+//! On Lambda they are their own function, behind a function URL that streams
+//! (API Gateway would buffer the whole answer).
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
+    Json,
     extract::State,
-    http::{HeaderName, HeaderValue},
+    http::{HeaderMap, HeaderName, HeaderValue},
     response::{
         IntoResponse, Response,
-        sse::{Event, KeepAlive, Sse},
+        sse::{KeepAlive, Sse},
     },
 };
-use futures::{StreamExt, stream};
-use serde::Serialize;
-use tokio_stream::wrappers::ReceiverStream;
-use utoipa::{
-    PartialSchema as _, ToSchema,
-    openapi::{
-        OneOfBuilder, Ref, RefOr, Schema,
-        schema::{ObjectBuilder, Type},
-    },
-};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::chat::{ChatBody, ChatProblems};
+use super::{
+    chat::{ChatBody, ChatProblems},
+    stream_events::{StreamDone, StreamEvent, to_sse},
+};
 use crate::{
-    auth::CurrentUser,
-    chat::{self, GenerationEvent},
-    error::Result,
-    extract::AppJson,
-    llm::Usage,
+    auth::{CurrentUser, EventSourceUser},
+    chat::{self, Generation, GenerationEvent},
+    error::{ApiError, PROBLEM_JSON, Problem, Result},
+    extract::{AppJson, AppPath, AppQuery},
     state::AppState,
-    store::Message,
 };
 
 /// Proxies close idle connections; a comment this often keeps a slow answer alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+const NOT_FOUND: &str = "`generation_not_found`: no generation with this id is running, or \
+    ended less than 5 minutes ago, for the caller (another user's is the same 404).";
+
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(chat_stream))
-}
-
-/// `event: start`, first: the question is stored.
-#[derive(Serialize, ToSchema)]
-struct StreamStart {
-    session_id: i64,
-    user_message: Message,
-}
-
-/// `event: delta`, any number: the next piece of the answer.
-#[derive(Serialize, ToSchema)]
-struct StreamDelta {
-    content: String,
-}
-
-/// `event: done`, last on success: the stored answer and its tokens.
-#[derive(Serialize, ToSchema)]
-struct StreamDone {
-    message: Message,
-    usage: Usage,
-}
-
-/// The stream's events as OpenAPI 3.1 describes an event stream: each event
-/// an object whose `data` is a string, here JSON of the schema named.
-struct StreamEvent;
-
-impl utoipa::PartialSchema for StreamEvent {
-    fn schema() -> RefOr<Schema> {
-        let events = [
-            ("start", "StreamStart"),
-            ("delta", "StreamDelta"),
-            ("done", "StreamDone"),
-            // Last on failure: a problem, as a failed POST /chat would answer
-            // it; what arrived so far is stored as an incomplete answer.
-            ("error", "Problem"),
-        ];
-        let one_of = events.into_iter().map(|(name, data)| {
-            ObjectBuilder::new()
-                .title(Some(name))
-                .property(
-                    "event",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some([name])),
-                )
-                .property(
-                    "data",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .content_media_type("application/json")
-                        .content_schema(Some(Ref::from_schema_name(data))),
-                )
-                .required("event")
-                .required("data")
-        });
-        let one_of = one_of.fold(OneOfBuilder::new(), OneOfBuilder::item);
-        RefOr::T(Schema::OneOf(
-            one_of
-                .description(Some(
-                    "One Server-Sent Event: `event` names it, `data` is JSON of its schema.",
-                ))
-                .build(),
-        ))
-    }
-}
-
-impl ToSchema for StreamEvent {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "ChatStreamEvent".into()
-    }
-
-    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        schemas.extend([
-            (StreamStart::name().into(), StreamStart::schema()),
-            (StreamDelta::name().into(), StreamDelta::schema()),
-            (StreamDone::name().into(), StreamDone::schema()),
-        ]);
-        StreamStart::schemas(schemas);
-        StreamDone::schemas(schemas);
-    }
+    OpenApiRouter::new()
+        .routes(routes!(chat_stream))
+        .routes(routes!(follow))
+        .routes(routes!(stop))
 }
 
 /// Asks a question; the answer arrives as Server-Sent Events while it is
 /// generated.
 ///
 /// Each event's `data` is one JSON document, of the schema its name says
-/// (`ChatStreamEvent`): `start`, then `delta`s, then `done` or `error`. Comments
-/// (`: keep-alive`) keep idle connections open. Errors found before the stream
-/// starts (validation, unknown session, quota) are ordinary problem responses.
+/// (`ChatStreamEvent`): `start` (with the `generation_id`), then `delta`s,
+/// then `done` or `error`. Each event's `id` is `GENERATION:SEQUENCE`, so a
+/// client that loses the connection reconnects with GET
+/// /chat/stream/{generation_id} and `Last-Event-ID`. Comments (`: keep-alive`)
+/// keep idle connections open. Errors found before the stream starts
+/// (validation, unknown session, quota) are ordinary problem responses.
 #[utoipa::path(
     post,
     path = "/chat/stream",
@@ -149,17 +75,143 @@ async fn chat_stream(
 ) -> Result<Response> {
     let input = body.parse(&state)?;
     let exchange = chat::begin(&state, user.id, input).await?;
-    let start = event(
-        "start",
-        &StreamStart {
-            session_id: exchange.session_id,
-            user_message: exchange.user_message.clone(),
-        },
-    );
-    let generation = chat::spawn_generation(state.clone(), exchange);
+    let generation = state.live.start(user.id, exchange.session_id);
+    generation.publish(GenerationEvent::Start {
+        generation_id: generation.id.clone(),
+        session_id: exchange.session_id,
+        user_message: exchange.user_message.clone(),
+    });
+    // Following before the generation starts, so it never runs unfollowed.
+    let events = generation.follow(0);
+    chat::spawn_generation(state.clone(), exchange, generation.clone());
+    Ok(sse(&generation, events))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct FollowQuery {
+    /// Replay only the events after this sequence number (the part after the
+    /// `:` of an event's `id`). `Last-Event-ID`, when sent, wins.
+    #[param(minimum = 0)]
+    after: Option<usize>,
+    /// The access token, for a browser's `EventSource`, which cannot send an
+    /// `Authorization` header.
+    #[allow(dead_code)] // Read by `EventSourceUser`; listed so the query accepts it.
+    access_token: Option<String>,
+}
+
+/// Reconnects to a generation, or follows it from another client: replays
+/// the events after `Last-Event-ID` (or `after`; all of them without either),
+/// then follows live until `done` or `error`. A generation that has ended is
+/// replayed and the stream ends; it can be replayed for 5 minutes.
+///
+/// A browser's `EventSource` reconnects by itself:
+/// `new EventSource("/chat/stream/ID?access_token=TOKEN")`.
+#[utoipa::path(
+    get,
+    path = "/chat/stream/{generation_id}",
+    tag = "chat",
+    security(("bearer" = []), ("oauth2" = [])),
+    params(
+        ("generation_id" = String, Path, description = "From the `start` event."),
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "The `id` of the last event received (`GENERATION:SEQUENCE`)."),
+        FollowQuery,
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: the events after the one named, then the live ones.",
+            content_type = "text/event-stream", body = StreamEvent),
+        (status = 404, description = NOT_FOUND, body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+#[tracing::instrument(skip_all, fields(user_id = user.0.id))]
+async fn follow(
+    State(state): State<AppState>,
+    user: EventSourceUser,
+    AppPath(generation_id): AppPath<String>,
+    AppQuery(query): AppQuery<FollowQuery>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let generation = owned(&state, user.0, &generation_id)?;
+    let after = match headers.get("last-event-id") {
+        Some(last) => sequence_of(last, &generation.id)?,
+        None => query.after.unwrap_or(0),
+    };
+    Ok(sse(&generation, generation.follow(after)))
+}
+
+/// Stops a generation: the provider call is cancelled, what was generated is
+/// stored (status `stopped`) and counted, and every client following it gets
+/// `done`. Answers that `done` event's data; stopping an ended generation
+/// answers how it ended.
+#[utoipa::path(
+    post,
+    path = "/chat/stream/{generation_id}/stop",
+    tag = "chat",
+    security(("bearer" = []), ("oauth2" = [])),
+    params(("generation_id" = String, Path, description = "From the `start` event.")),
+    responses(
+        (status = 200, description = "The stored answer, as far as it got, and its tokens.", body = StreamDone),
+        (status = 404, description = NOT_FOUND, body = Problem, content_type = PROBLEM_JSON),
+        (status = 502, description = "The generation had already failed: its `error` event's problem.",
+            body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+#[tracing::instrument(skip_all, fields(user_id = user.id))]
+async fn stop(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(generation_id): AppPath<String>,
+) -> Result<Response> {
+    let generation = owned(&state, user, &generation_id)?;
+    generation.stop();
+    Ok(match generation.ended().await {
+        GenerationEvent::Done { message, usage } => {
+            Json(StreamDone { message, usage }).into_response()
+        }
+        GenerationEvent::Error(problem) => problem.into_response(),
+        other => {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "a generation ended with {other:?}"
+            )));
+        }
+    })
+}
+
+/// The caller's generation; another user's is the same 404 as a missing one.
+fn owned(state: &AppState, user: CurrentUser, id: &str) -> Result<Arc<Generation>> {
+    state
+        .live
+        .find(id)
+        .filter(|generation| generation.user_id == user.id)
+        .ok_or(ApiError::GenerationNotFound)
+}
+
+/// The sequence number in a `Last-Event-ID` of `GENERATION:SEQUENCE`.
+fn sequence_of(last_event_id: &HeaderValue, generation_id: &str) -> Result<usize> {
+    last_event_id
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(':'))
+        .filter(|(generation, _)| *generation == generation_id)
+        .and_then(|(_, sequence)| sequence.parse().ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Last-Event-ID",
+                "must be the id of an event of this generation (GENERATION:SEQUENCE)",
+            )
+        })
+}
+
+fn sse(
+    generation: &Generation,
+    events: impl Stream<Item = (usize, GenerationEvent)> + Send + 'static,
+) -> Response {
+    let id = generation.id.clone();
     let events =
-        stream::once(async move { start }).chain(ReceiverStream::new(generation).map(to_event));
-    let mut response = Sse::new(events.map(Ok::<_, Infallible>))
+        events.map(move |(sequence, event)| Ok::<_, Infallible>(to_sse(&id, sequence, event)));
+    let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text(" keep-alive"))
         .into_response();
     // axum's Sse sets Cache-Control: no-cache; nginx and some proxies also
@@ -168,21 +220,5 @@ async fn chat_stream(
         HeaderName::from_static("x-accel-buffering"),
         HeaderValue::from_static("no"),
     );
-    Ok(response)
-}
-
-fn to_event(generation: GenerationEvent) -> Event {
-    match generation {
-        GenerationEvent::Delta(content) => event("delta", &StreamDelta { content }),
-        GenerationEvent::Done { message, usage } => event("done", &StreamDone { message, usage }),
-        GenerationEvent::Error(problem) => event("error", &problem),
-    }
-}
-
-/// Every event carries JSON, so content with newlines survives the SSE framing.
-fn event(name: &str, data: &impl Serialize) -> Event {
-    Event::default()
-        .event(name)
-        .json_data(data)
-        .unwrap_or_else(|_| Event::default().event("error").data("{}"))
+    response
 }

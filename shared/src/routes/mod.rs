@@ -13,6 +13,7 @@ pub mod docs;
 pub mod health;
 mod pages;
 pub mod sessions;
+mod stream_events;
 pub mod usage;
 
 use utoipa_axum::router::OpenApiRouter;

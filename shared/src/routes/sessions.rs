@@ -105,6 +105,9 @@ struct SessionWithMessages {
     #[serde(flatten)]
     session: Session,
     messages: Vec<Message>,
+    /// A generation still answering in this session: follow it with GET
+    /// /chat/stream/{generation_id}. Known to the instance running it.
+    generation_in_progress: Option<String>,
 }
 
 /// The caller's sessions, most recently active first.
@@ -257,7 +260,12 @@ async fn with_messages(state: &AppState, user_id: i64, id: i64) -> Result<Sessio
         .await?
         .ok_or(ApiError::SessionNotFound)?;
     let messages = state.store.list_messages(session.id).await?;
-    Ok(SessionWithMessages { session, messages })
+    let generation_in_progress = state.live.running_in(session.id);
+    Ok(SessionWithMessages {
+        session,
+        messages,
+        generation_in_progress,
+    })
 }
 
 /// Renames a session, or changes its system prompt or model.

@@ -51,6 +51,7 @@ for_both_wires!(
     a_stall_mid_stream_ends_with_a_timeout_and_keeps_the_partial_answer,
     cancel_closes_the_upstream_connection_and_stores_what_arrived,
     finish_stores_the_whole_answer_after_the_client_left,
+    stop_closes_the_upstream_connection_and_counts_what_was_generated,
     past_the_monthly_quota_nothing_is_sent_upstream,
 );
 
@@ -540,6 +541,60 @@ async fn finish_stores_the_whole_answer_after_the_client_left(wire: Wire) {
     assert_eq!(stored["content"], TEXT);
     assert_eq!(stored["tokens"], 7, "the provider's reported usage");
     assert_eq!((s.fake.completed(), s.fake.abandoned()), (1, 0));
+}
+
+async fn stop_closes_the_upstream_connection_and_counts_what_was_generated(wire: Wire) {
+    let s = setup(wire, &[]).await;
+    s.fake.script([Script::SlowAnswer {
+        text: TEXT.into(),
+        delay: Duration::from_millis(60),
+    }]);
+    let mut stream = s
+        .api
+        .open_stream(
+            &s.account.access_token,
+            &json!({ "message": "Tell me slowly" }),
+        )
+        .await
+        .unwrap_or_else(|reply| panic!("{} {}", reply.status, reply.body));
+    let start = stream.next().await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(stream.next().await.unwrap().event, "delta");
+    }
+    let generation = start.data["generation_id"].as_str().unwrap();
+    let stopped = s
+        .api
+        .post(
+            &format!("/chat/stream/{generation}/stop"),
+            Some(&s.account.access_token),
+            &json!({}),
+        )
+        .await
+        .expect(200)
+        .body;
+    wait_until(|| s.fake.abandoned() == 1).await;
+    assert_eq!(s.fake.completed(), 0, "the upstream never finished");
+    let message = &stopped["message"];
+    assert_eq!(message["status"], "stopped");
+    let content = message["content"].as_str().unwrap();
+    assert!(
+        TEXT.starts_with(content) && content.len() < TEXT.len(),
+        "{content}"
+    );
+    assert_eq!(
+        stream.rest().await.last().unwrap().data["message"],
+        *message
+    );
+    // What was generated is counted: the stored message and the month's usage.
+    let tokens = message["tokens"].as_i64().unwrap();
+    assert!(tokens > 0);
+    let usage = s
+        .api
+        .get("/usage", Some(&s.account.access_token))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(usage["months"][0]["completion_tokens"], tokens, "{usage}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
