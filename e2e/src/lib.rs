@@ -140,11 +140,7 @@ impl Stream {
 
     /// The text of every `delta` event, concatenated.
     pub fn text(&self) -> String {
-        self.events
-            .iter()
-            .filter(|event| event.event == "delta")
-            .map(|event| event.data["content"].as_str().unwrap_or_default())
-            .collect()
+        deltas_text(&self.events)
     }
 
     pub fn last(&self) -> &SseEvent {
@@ -154,6 +150,8 @@ impl Stream {
 
 /// An SSE response read one event at a time, while it arrives.
 pub struct LiveStream {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
     events: std::pin::Pin<Box<dyn futures::Stream<Item = SseEvent> + Send>>,
 }
 
@@ -168,6 +166,8 @@ impl LiveStream {
         if !is_sse {
             return Err(Reply::read(response).await);
         }
+        let status = response.status();
+        let headers = response.headers().clone();
         let events = response.bytes_stream().eventsource().map(|event| {
             let event = event.expect("a well-formed SSE event");
             SseEvent {
@@ -177,6 +177,8 @@ impl LiveStream {
             }
         });
         Ok(Self {
+            status,
+            headers,
             events: Box::pin(events),
         })
     }
@@ -413,42 +415,22 @@ impl Api {
         LiveStream::open(request.send().await.expect("send the follow request")).await
     }
 
+    /// POST /chat/stream/{generation_id}/stop.
+    pub async fn stop(&self, token: &str, generation_id: &str) -> Reply {
+        let path = format!("/chat/stream/{generation_id}/stop");
+        self.send(self.request(Method::POST, &path, Some(token)))
+            .await
+    }
+
     /// POST /chat/stream, read to the end. A non-SSE answer (an error before the
     /// stream starts) comes back as `Err` with its reply.
     pub async fn stream(&self, token: &str, body: &Value) -> Result<Stream, Reply> {
-        let response = self
-            .request(Method::POST, "/chat/stream", Some(token))
-            .json(body)
-            .send()
-            .await
-            .expect("send the stream request");
-        let is_sse = response
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("text/event-stream"));
-        if !is_sse {
-            return Err(Reply::read(response).await);
-        }
-        let status = response.status();
-        let headers = response.headers().clone();
-        let events = response
-            .bytes_stream()
-            .eventsource()
-            .map(|event| {
-                let event = event.expect("a well-formed SSE event");
-                SseEvent {
-                    data: serde_json::from_str(&event.data).expect("SSE data is JSON"),
-                    event: event.event,
-                    id: event.id,
-                }
-            })
-            .collect()
-            .await;
+        let live = self.open_stream(token, body).await?;
+        let (status, headers) = (live.status, live.headers.clone());
         Ok(Stream {
             status,
             headers,
-            events,
+            events: live.rest().await,
         })
     }
 }

@@ -187,7 +187,7 @@ async fn unknown_and_other_users_generations_are_404_and_a_foreign_last_event_id
             .err()
             .expect("not a stream")
             .expect_problem(404, "generation_not_found");
-        api.post(&format!("/chat/stream/{id}/stop"), Some(token), &json!({}))
+        api.stop(token, id)
             .await
             .expect_problem(404, "generation_not_found");
     }
@@ -229,11 +229,7 @@ async fn stop_ends_every_follower_with_done_and_stores_the_part_generated() {
     }
 
     let stopped = api
-        .post(
-            &format!("/chat/stream/{generation}/stop"),
-            Some(&account.access_token),
-            &json!({}),
-        )
+        .stop(&account.access_token, &generation)
         .await
         .expect(200)
         .body;
@@ -255,11 +251,7 @@ async fn stop_ends_every_follower_with_done_and_stores_the_part_generated() {
     assert_eq!(stored_answer(&session), &stopped["message"]);
     // Stopping again answers how it ended.
     let again = api
-        .post(
-            &format!("/chat/stream/{generation}/stop"),
-            Some(&account.access_token),
-            &json!({}),
-        )
+        .stop(&account.access_token, &generation)
         .await
         .expect(200)
         .body;

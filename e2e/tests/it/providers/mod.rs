@@ -564,11 +564,7 @@ async fn stop_closes_the_upstream_connection_and_counts_what_was_generated(wire:
     let generation = start.data["generation_id"].as_str().unwrap();
     let stopped = s
         .api
-        .post(
-            &format!("/chat/stream/{generation}/stop"),
-            Some(&s.account.access_token),
-            &json!({}),
-        )
+        .stop(&s.account.access_token, generation)
         .await
         .expect(200)
         .body;
