@@ -1,6 +1,8 @@
 //! A typed HTTP client for chat-api's black-box scenarios (tests/it) and the
 //! benchmarks: it knows the API only by its URLs and JSON.
 
+pub mod instances;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use eventsource_stream::Eventsource as _;

@@ -8,7 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     auth::{JwtKeys, KnownAccounts, Passwords, random_bytes},
-    chat::LiveGenerations,
+    chat::{LiveGenerations, Relay},
     config::Settings,
     llm::{self, Provider},
     rate_limit::RateLimiter,
@@ -57,18 +57,27 @@ impl AppState {
             );
             generated_secret()
         });
+        let generations = TaskTracker::new();
         Ok(Self(Arc::new(Inner {
             settings: settings.clone(),
             store,
             provider,
             jwt: Arc::new(JwtKeys::new(&secret, settings.auth.access_token_ttl)),
             passwords: Passwords::new(settings.auth.bcrypt_cost),
-            generations: TaskTracker::new(),
-            live: LiveGenerations::default(),
+            live: LiveGenerations::new(relay(settings)?, generations.clone()),
+            generations,
             limiter: RateLimiter::new(&settings.limits)?,
             accounts: KnownAccounts::default(),
         })))
     }
+}
+
+/// With Redis, generations are followed and stopped from any instance.
+fn relay(settings: &Settings) -> anyhow::Result<Option<Relay>> {
+    let Some(url) = &settings.limits.redis_url else {
+        return Ok(None);
+    };
+    Relay::new(url, &settings.limits.redis_key_prefix, settings.llm.timeout).map(Some)
 }
 
 fn generated_secret() -> SecretString {

@@ -13,6 +13,7 @@ mod failures;
 mod faults;
 mod http;
 mod in_process;
+mod instances;
 mod limits;
 mod openapi;
 mod providers;

@@ -257,3 +257,51 @@ async fn stop_ends_every_follower_with_done_and_stores_the_part_generated() {
         .body;
     assert_eq!(again, stopped);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_unreachable_its_own_instance_still_serves_a_generation() {
+    // Nothing listens on port 1: every Redis call fails at once.
+    let api = spawn_with(
+        "sqlite",
+        testing::fresh_sqlite_url(),
+        &[
+            ("MOCK_TOKEN_DELAY_MS", "30"),
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+        ],
+    )
+    .await
+    .api;
+    let account = api.account().await;
+    let (mut first, start) = started(&api, &account, "Tell me about iterators").await;
+    let generation = generation_of(&start);
+    let session_id = start.data["session_id"].as_i64().unwrap();
+    let session = api.session(&account, session_id).await;
+    assert_eq!(session["generation_in_progress"], generation.as_str());
+    let mut received = vec![start];
+    for _ in 0..2 {
+        received.push(first.next().await.unwrap());
+    }
+    drop(first);
+
+    let last = received.last().unwrap().id.clone();
+    received.extend(
+        api.follow(Some(&account.access_token), &generation, Some(&last), "")
+            .await
+            .unwrap_or_else(|reply| panic!("{} {}", reply.status, reply.body))
+            .rest()
+            .await,
+    );
+    let sequences: Vec<usize> = received
+        .iter()
+        .map(|event| sequence(event, &generation))
+        .collect();
+    assert_eq!(sequences, (1..=received.len()).collect::<Vec<_>>());
+    let done = &received.last().unwrap().data;
+    assert_eq!(deltas_text(&received), done["message"]["content"]);
+    let stopped = api
+        .stop(&account.access_token, &generation)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(&stopped, done);
+}

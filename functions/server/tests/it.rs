@@ -93,6 +93,35 @@ async fn two_processes_sharing_one_redis_enforce_one_limit() {
     }
 }
 
+#[tokio::test]
+async fn a_generation_started_in_one_process_is_resumed_followed_and_stopped_in_others() {
+    let (Some(redis), Some(admin)) = (
+        testing::redis_test_url().expect("TEST_REDIS_URL"),
+        testing::postgres_admin_url().expect("TEST_DATABASE_URL"),
+    ) else {
+        eprintln!("skipped: TEST_REDIS_URL or TEST_DATABASE_URL is not set");
+        return;
+    };
+    let database = testing::fresh_postgres_database(&admin)
+        .await
+        .expect("a Postgres test database");
+    let prefix = testing::unique_redis_prefix();
+    let env = [
+        ("DATABASE_URL", database.as_str()),
+        ("JWT_SECRET", "two-processes-share-this-secret-0123456789"),
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        // Slow enough that the generation still runs while the other process is asked.
+        ("MOCK_TOKEN_DELAY_MS", "40"),
+    ];
+    // One after the other, so that only the first migrates the new database.
+    let first = Server::start(&env).await;
+    let second = Server::start(&env).await;
+    let third = Server::start(&env).await;
+    e2e::instances::resumed_followed_and_stopped_elsewhere([&first.api, &second.api, &third.api])
+        .await;
+}
+
 /// `server promote-admin EMAIL` / `demote-admin EMAIL`, against the store a
 /// running server uses.
 fn admin_command(database: &str, args: &[&str]) -> std::process::Output {

@@ -46,10 +46,11 @@ impl GenerationEvent {
     }
 }
 
-/// An answer longer than this is cut off and stored as incomplete: it bounds
-/// the memory a generation's log holds (a model's longest answers are a small
-/// fraction of it).
+/// An answer longer than this, or in more pieces than `MAX_DELTAS`, is cut off
+/// and stored as incomplete: they bound what a generation's log holds, in
+/// memory and in Redis (a model's longest answers are a small fraction).
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+const MAX_DELTAS: usize = 65_536;
 
 /// Starts the provider call for an exchange whose user message is stored. Its
 /// events go to `generation`'s log, which already holds `Start`. Generations
@@ -105,6 +106,7 @@ async fn run(state: AppState, exchange: Exchange, generation: Arc<Generation>) {
     };
 
     let mut content = String::new();
+    let mut deltas = 0;
     let mut usage = None;
     let mut status = if stream.is_some() {
         MessageStatus::Complete
@@ -129,9 +131,13 @@ async fn run(state: AppState, exchange: Exchange, generation: Arc<Generation>) {
             None => break,
             Some(Ok(Chunk::Delta(text))) => {
                 content.push_str(&text);
+                deltas += 1;
                 generation.publish(GenerationEvent::Delta(text));
-                if content.len() > MAX_ANSWER_BYTES {
-                    tracing::warn!("answer longer than {MAX_ANSWER_BYTES} bytes; cut off");
+                if content.len() > MAX_ANSWER_BYTES || deltas >= MAX_DELTAS {
+                    tracing::warn!(
+                        deltas,
+                        "answer over {MAX_ANSWER_BYTES} bytes or {MAX_DELTAS} pieces; cut off"
+                    );
                     status = MessageStatus::Incomplete;
                     break;
                 }

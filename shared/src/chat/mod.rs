@@ -5,6 +5,8 @@ mod context;
 mod generation;
 pub mod live;
 pub mod quota;
+mod relay;
+pub mod wire;
 
 use time::OffsetDateTime;
 
@@ -17,7 +19,9 @@ use crate::{
 };
 
 pub use generation::{GenerationEvent, spawn_generation};
-pub use live::{Generation, LiveGenerations};
+pub use live::{Found, Generation, LiveGenerations};
+pub use relay::Relay;
+pub use wire::{Kind, WireEvent};
 
 /// A validated chat request.
 #[derive(Debug, Clone)]

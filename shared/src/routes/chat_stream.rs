@@ -4,18 +4,17 @@
 //! On Lambda they are their own function, behind a function URL that streams
 //! (API Gateway would buffer the whole answer).
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    Json,
     extract::State,
-    http::{HeaderMap, HeaderName, HeaderValue},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{
         IntoResponse, Response,
         sse::{KeepAlive, Sse},
     },
 };
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -26,7 +25,7 @@ use super::{
 };
 use crate::{
     auth::{CurrentUser, EventSourceUser},
-    chat::{self, Generation, GenerationEvent},
+    chat::{self, Found, GenerationEvent, Kind, live::Events},
     error::{ApiError, PROBLEM_JSON, Problem, Result},
     extract::{AppJson, AppPath, AppQuery},
     state::AppState,
@@ -36,7 +35,8 @@ use crate::{
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 const NOT_FOUND: &str = "`generation_not_found`: no generation with this id is running, or \
-    ended less than 5 minutes ago, for the caller (another user's is the same 404).";
+    ended less than 5 minutes ago, for the caller (another user's is the same 404). \
+    Without `REDIS_URL` only the instance running a generation knows it.";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -75,16 +75,16 @@ async fn chat_stream(
 ) -> Result<Response> {
     let input = body.parse(&state)?;
     let exchange = chat::begin(&state, user.id, input).await?;
-    let generation = state.live.start(user.id, exchange.session_id);
+    let generation = state.live.start(user.id, exchange.session_id).await;
     generation.publish(GenerationEvent::Start {
         generation_id: generation.id.clone(),
         session_id: exchange.session_id,
         user_message: exchange.user_message.clone(),
     });
     // Following before the generation starts, so it never runs unfollowed.
-    let events = generation.follow(0);
+    let events = generation.follow(0).boxed();
     chat::spawn_generation(state.clone(), exchange, generation.clone());
-    Ok(sse(&generation, events))
+    Ok(sse(&generation.id, events))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -133,12 +133,16 @@ async fn follow(
     AppQuery(query): AppQuery<FollowQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let generation = owned(&state, user.0, &generation_id)?;
+    let generation = owned(&state, user.0, &generation_id).await?;
     let after = match headers.get("last-event-id") {
-        Some(last) => sequence_of(last, &generation.id)?,
+        Some(last) => sequence_of(last, generation.id())?,
         None => query.after.unwrap_or(0),
     };
-    Ok(sse(&generation, generation.follow(after)))
+    let events = generation
+        .follow(after)
+        .await
+        .map_err(ApiError::StoreUnavailable)?;
+    Ok(sse(&generation_id, events))
 }
 
 /// Stops a generation: the provider call is cancelled, what was generated is
@@ -164,27 +168,46 @@ async fn stop(
     user: CurrentUser,
     AppPath(generation_id): AppPath<String>,
 ) -> Result<Response> {
-    let generation = owned(&state, user, &generation_id)?;
-    generation.stop();
-    Ok(match generation.ended().await {
-        GenerationEvent::Done { message, usage } => {
-            Json(StreamDone { message, usage }).into_response()
-        }
-        GenerationEvent::Error(problem) => problem.into_response(),
+    let generation = owned(&state, user, &generation_id).await?;
+    let last = generation
+        .stop()
+        .await
+        .map_err(ApiError::StoreUnavailable)?;
+    // The last event's data is already the body: `StreamDone`, or a problem.
+    let (status, content_type) = match last.kind {
+        Kind::Done => (StatusCode::OK, "application/json"),
+        Kind::Error => (problem_status(&last.data), PROBLEM_JSON),
         other => {
             return Err(ApiError::Internal(anyhow::anyhow!(
                 "a generation ended with {other:?}"
             )));
         }
-    })
+    };
+    Ok((
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        last.data.to_string(),
+    )
+        .into_response())
+}
+
+/// The status a problem's JSON names.
+fn problem_status(data: &str) -> StatusCode {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()
+        .and_then(|problem| problem["status"].as_u64())
+        .and_then(|status| StatusCode::from_u16(u16::try_from(status).ok()?).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
 /// The caller's generation; another user's is the same 404 as a missing one.
-fn owned(state: &AppState, user: CurrentUser, id: &str) -> Result<Arc<Generation>> {
+async fn owned(state: &AppState, user: CurrentUser, id: &str) -> Result<Found> {
     state
         .live
         .find(id)
-        .filter(|generation| generation.user_id == user.id)
+        .await
+        .map_err(ApiError::StoreUnavailable)?
+        .filter(|generation| generation.user_id() == user.id)
         .ok_or(ApiError::GenerationNotFound)
 }
 
@@ -204,13 +227,10 @@ fn sequence_of(last_event_id: &HeaderValue, generation_id: &str) -> Result<usize
         })
 }
 
-fn sse(
-    generation: &Generation,
-    events: impl Stream<Item = (usize, GenerationEvent)> + Send + 'static,
-) -> Response {
-    let id = generation.id.clone();
+fn sse(generation_id: &str, events: Events) -> Response {
+    let id = generation_id.to_owned();
     let events =
-        events.map(move |(sequence, event)| Ok::<_, Infallible>(to_sse(&id, sequence, event)));
+        events.map(move |(sequence, event)| Ok::<_, Infallible>(to_sse(&id, sequence, &event)));
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text(" keep-alive"))
         .into_response();

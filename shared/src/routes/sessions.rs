@@ -260,7 +260,7 @@ async fn with_messages(state: &AppState, user_id: i64, id: i64) -> Result<Sessio
         .await?
         .ok_or(ApiError::SessionNotFound)?;
     let messages = state.store.list_messages(session.id).await?;
-    let generation_in_progress = state.live.running_in(session.id);
+    let generation_in_progress = state.live.running_in(session.id).await;
     Ok(SessionWithMessages {
         session,
         messages,

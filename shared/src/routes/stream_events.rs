@@ -2,7 +2,6 @@
 //! and how the OpenAPI document describes them.
 
 use axum::response::sse::Event;
-use serde::Serialize;
 use utoipa::{
     PartialSchema as _, ToSchema,
     openapi::{
@@ -11,61 +10,17 @@ use utoipa::{
     },
 };
 
-use crate::{chat::GenerationEvent, llm::Usage, store::Message};
-
-/// `event: start`, first: the question is stored and the generation has an id
-/// to reconnect to.
-#[derive(Serialize, ToSchema)]
-pub(super) struct StreamStart {
-    generation_id: String,
-    session_id: i64,
-    user_message: Message,
-}
-
-/// `event: delta`, any number: the next piece of the answer.
-#[derive(Serialize, ToSchema)]
-pub(super) struct StreamDelta {
-    content: String,
-}
-
-/// `event: done`, last on success: the stored answer and its tokens.
-#[derive(Serialize, ToSchema)]
-pub(super) struct StreamDone {
-    pub(super) message: Message,
-    pub(super) usage: Usage,
-}
+use crate::chat::WireEvent;
+pub(super) use crate::chat::wire::{StreamDelta, StreamDone, StreamStart};
 
 /// One event as SSE: its name, its JSON, and an `id` of `GENERATION:SEQUENCE`
-/// that `Last-Event-ID` hands back on a reconnect.
-pub(super) fn to_sse(generation_id: &str, sequence: usize, event: GenerationEvent) -> Event {
-    let framed = match event {
-        GenerationEvent::Start {
-            generation_id,
-            session_id,
-            user_message,
-        } => json_event(
-            "start",
-            &StreamStart {
-                generation_id,
-                session_id,
-                user_message,
-            },
-        ),
-        GenerationEvent::Delta(content) => json_event("delta", &StreamDelta { content }),
-        GenerationEvent::Done { message, usage } => {
-            json_event("done", &StreamDone { message, usage })
-        }
-        GenerationEvent::Error(problem) => json_event("error", &problem),
-    };
-    framed.id(format!("{generation_id}:{sequence}"))
-}
-
-/// Every event carries JSON, so content with newlines survives the SSE framing.
-fn json_event(name: &str, data: &impl Serialize) -> Event {
+/// that `Last-Event-ID` hands back on a reconnect. The JSON is one line, so
+/// content with newlines survives the SSE framing.
+pub(super) fn to_sse(generation_id: &str, sequence: usize, event: &WireEvent) -> Event {
     Event::default()
-        .event(name)
-        .json_data(data)
-        .unwrap_or_else(|_| Event::default().event("error").data("{}"))
+        .event(event.kind.as_str())
+        .data(&*event.data)
+        .id(format!("{generation_id}:{sequence}"))
 }
 
 /// The stream's events as OpenAPI 3.1 describes an event stream: each event
