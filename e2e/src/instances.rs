@@ -6,6 +6,8 @@
 //! streaming). Their mock should answer slowly enough (tens of milliseconds a
 //! word) that the generation still runs while the others are asked about it.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::{Api, LiveStream, SseEvent, deltas_text};
@@ -60,6 +62,16 @@ pub async fn resumed_followed_and_stopped_elsewhere([first, second, third]: [&Ap
     let session = second.session(&account, session_id).await;
     assert_eq!(session["messages"][1], done.data["message"]);
     assert_eq!(session["generation_in_progress"], Value::Null);
+    // An EventSource reconnects even after `done`: that stream ends at once, empty.
+    let after_done = opened(
+        second
+            .follow(Some(token), &generation, Some(&done.id), "")
+            .await,
+    );
+    let nothing = tokio::time::timeout(Duration::from_secs(10), after_done.rest())
+        .await
+        .expect("a reconnect after the last event ends at once");
+    assert!(nothing.is_empty(), "{nothing:?}");
 
     // Followed from the second while it runs on the first, stopped from the third.
     let (mut origin, start) = started(first, token, "Tell me a long story").await;

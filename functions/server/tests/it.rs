@@ -122,6 +122,65 @@ async fn a_generation_started_in_one_process_is_resumed_followed_and_stopped_in_
         .await;
 }
 
+#[tokio::test]
+async fn when_the_process_running_a_generation_dies_the_others_stop_waiting_for_it() {
+    let (Some(redis), Some(admin)) = (
+        testing::redis_test_url().expect("TEST_REDIS_URL"),
+        testing::postgres_admin_url().expect("TEST_DATABASE_URL"),
+    ) else {
+        eprintln!("skipped: TEST_REDIS_URL or TEST_DATABASE_URL is not set");
+        return;
+    };
+    let database = testing::fresh_postgres_database(&admin)
+        .await
+        .expect("a Postgres test database");
+    let prefix = testing::unique_redis_prefix();
+    let env = [
+        ("DATABASE_URL", database.as_str()),
+        ("JWT_SECRET", "two-processes-share-this-secret-0123456789"),
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("MOCK_TOKEN_DELAY_MS", "200"),
+    ];
+    let mut first = Server::start(&env).await;
+    let second = Server::start(&env).await;
+    let account = first.api.account().await;
+    let token = account.access_token.as_str();
+    let mut origin = first
+        .api
+        .open_stream(
+            token,
+            &serde_json::json!({ "message": "Tell me a long story" }),
+        )
+        .await
+        .unwrap_or_else(|reply| panic!("no stream: {} {}", reply.status, reply.body));
+    let start = origin.next().await.expect("a start event");
+    let generation = start.data["generation_id"].as_str().unwrap().to_owned();
+    let session_id = start.data["session_id"].as_i64().unwrap();
+    let mut follower = second
+        .api
+        .follow(Some(token), &generation, None, "")
+        .await
+        .unwrap_or_else(|reply| panic!("{} {}", reply.status, reply.body));
+    assert_eq!(follower.next().await.expect("start").event, "start");
+    assert_eq!(follower.next().await.expect("a delta").event, "delta");
+
+    first.process.kill().expect("kill the first server");
+    first.process.wait().expect("reap it");
+    // Its heartbeat lapses within seconds: the follower's stream ends, without `done`.
+    let rest = tokio::time::timeout(Duration::from_secs(20), follower.rest())
+        .await
+        .expect("the follower stops waiting");
+    assert!(rest.iter().all(|event| event.event == "delta"), "{rest:?}");
+    let session = second.api.session(&account, session_id).await;
+    assert_eq!(session["generation_in_progress"], serde_json::Value::Null);
+    second
+        .api
+        .stop(token, &generation)
+        .await
+        .expect_problem(404, "generation_not_found");
+}
+
 /// `server promote-admin EMAIL` / `demote-admin EMAIL`, against the store a
 /// running server uses.
 fn admin_command(database: &str, args: &[&str]) -> std::process::Output {

@@ -159,12 +159,13 @@ impl Found {
         })
     }
 
-    /// Stops the generation; answers its last event.
-    pub async fn stop(self) -> anyhow::Result<WireEvent> {
+    /// Stops the generation; answers its last event, or `None` if it can no
+    /// longer end (the instance running it died).
+    pub async fn stop(self) -> anyhow::Result<Option<WireEvent>> {
         match self {
             Self::Here(generation) => {
                 generation.stop();
-                Ok(generation.ended().await)
+                Ok(Some(generation.ended().await))
             }
             Self::Elsewhere(remote) => remote.stop().await,
         }

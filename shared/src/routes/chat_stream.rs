@@ -172,7 +172,8 @@ async fn stop(
     let last = generation
         .stop()
         .await
-        .map_err(ApiError::StoreUnavailable)?;
+        .map_err(ApiError::StoreUnavailable)?
+        .ok_or(ApiError::GenerationNotFound)?;
     // The last event's data is already the body: `StreamDone`, or a problem.
     let (status, content_type) = match last.kind {
         Kind::Done => (StatusCode::OK, "application/json"),
