@@ -1,0 +1,458 @@
+#!/usr/bin/env python3
+"""The benchmarks: the release server against the benchmark upstream
+(bench/src/bin/upstream.rs), loaded by wrk and timed by bench/src/bin/sse.rs.
+
+    python3 bench/run.py                      # everything, SQLite and Postgres
+    python3 bench/run.py --stores sqlite --only chat,stream --runs 3
+
+Each figure is the median of `--runs` runs, with their min and max; latency
+figures are each run's p50 and p99. Prints a Markdown table (the README's) and
+writes every run's numbers to target/bench/results.json. Needs wrk (Debian's
+package) on PATH, and for Postgres a server at $BENCH_DATABASE_URL (default
+postgres://postgres@127.0.0.1:5432/postgres), where it makes a database of
+its own. No timing here is a test: nothing fails on a slow figure.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+API_PORT, UPSTREAM_PORT = 8100, 9100
+API = f"http://127.0.0.1:{API_PORT}"
+PASSWORD = "bench-password-1"
+QUESTION = "How do iterators work in Rust?"
+UPSTREAM_TOKENS = 20
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--only", default="chat,stream,streams,logins,idle")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="each wrk run")
+    parser.add_argument("--no-build", action="store_true")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    # 1,000 streams hold 2,000 sockets in the server and 1,000 in the client.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not on PATH (apt-get install wrk)")
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "-p", "server", "-p", "bench"],
+                       cwd=ROOT, check=True)
+
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "stores": {}}
+    for store in args.stores.split(","):
+        print(f"=== {store}", flush=True)
+        figures = results["stores"][store] = {}
+        with Database(store) as database:
+            if "idle" in only:
+                figures["idle"] = idle(database, args.runs)
+            if "chat" in only:
+                figures["chat"] = chat(database, args)
+            if "stream" in only:
+                figures["stream"] = stream(database, args.runs)
+            if "streams" in only:
+                figures["streams"] = many_streams(database, args.runs)
+            if "logins" in only:
+                figures["logins"] = logins(database, args)
+    out = ROOT / "target" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    memory = int(next(line.split()[1] for line in open("/proc/meminfo")
+                      if line.startswith("MemTotal"))) // 1024 // 1024
+    return f"{os.cpu_count()} cores ({cpu}), {memory} GiB, {platform.system()} {platform.release()}"
+
+
+class Database:
+    """A fresh database for one store, dropped afterwards."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        if self.store == "sqlite":
+            self.dir = tempfile.mkdtemp(prefix="chat-bench-")
+            self.url = f"sqlite://{self.dir}/bench.db"
+        elif self.store == "postgres":
+            admin = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+            self.admin = admin
+            self.url = admin.rsplit("/", 1)[0] + "/chat_bench"
+            psql(admin, "DROP DATABASE IF EXISTS chat_bench WITH (FORCE)", "CREATE DATABASE chat_bench")
+        else:
+            sys.exit(f"unknown store {self.store}")
+        return self
+
+    def __exit__(self, *_):
+        if self.store == "sqlite":
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            psql(self.admin, "DROP DATABASE IF EXISTS chat_bench WITH (FORCE)")
+
+
+def psql(url, *commands):
+    for command in commands:
+        subprocess.run(["psql", url, "-qc", command], check=True, stdout=subprocess.DEVNULL)
+
+
+class Process:
+    """A child process, stopped on exit."""
+
+    def __init__(self, command, env=None):
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def rss_mib(self):
+        with open(f"/proc/{self.process.pid}/status") as status:
+            kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+        return kib / 1024
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def upstream(**pace):
+    flags = []
+    for name, value in pace.items():
+        flags += [f"--{name.replace('_', '-')}", str(value)]
+    process = Process([str(RELEASE / "upstream"), "--port", str(UPSTREAM_PORT),
+                       "--tokens", str(UPSTREAM_TOKENS), *flags])
+    wait_until_up(f"http://127.0.0.1:{UPSTREAM_PORT}/", any_status=True)
+    return process
+
+
+def server(database, **extra):
+    env = {
+        "PATH": os.environ["PATH"],
+        "PORT": str(API_PORT),
+        "DATABASE_URL": database.url,
+        "JWT_SECRET": "bench-only-jwt-secret-0123456789abcdef",
+        "LLM_PROVIDER": "openai",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{UPSTREAM_PORT}/v1",
+        "OPENAI_MODEL": "bench",
+        "RATE_LIMIT_REQUESTS": "100000000/min",
+        "RATE_LIMIT_CHAT": "100000000/min",
+        "RATE_LIMIT_AUTH": "100000000/min",
+        "RUST_LOG": "warn",
+        **{key: str(value) for key, value in extra.items()},
+    }
+    process = Process([str(RELEASE / "server")], env=env)
+    wait_until_up(f"{API}/health")
+    process.ready_after = time.perf_counter() - process.started
+    return process
+
+
+def wait_until_up(url, any_status=False):
+    """Polls every millisecond until `url` answers (200, or anything)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < 30:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            if any_status:
+                return
+        except OSError:
+            pass
+        time.sleep(0.001)
+    sys.exit(f"{url} did not answer within 30 s")
+
+
+def call(method, path, body=None, token=None, form=False):
+    data, headers = None, {}
+    if body is not None:
+        if form:
+            data = urllib.parse.urlencode(body).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        else:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(API + path, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or "null")
+
+
+def account(sessions=0):
+    email = f"bench-{time.monotonic_ns()}@example.com"
+    call("POST", "/auth/register", {"email": email, "password": PASSWORD})
+    token = call("POST", "/auth/login", {"username": email, "password": PASSWORD}, form=True)["access_token"]
+    ids = [call("POST", "/sessions", {"title": f"bench {n}"}, token)["id"] for n in range(sessions)]
+    return email, token, ids
+
+
+def wrk(url, connections, seconds, script=None):
+    """One wrk run: requests per second, p50 and p99 in ms, and errors."""
+    command = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        command += ["-s", script]
+    output = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
+    percent = dict(re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)$", output, re.M))
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50": millis(percent["50"]),
+        "p99": millis(percent["99"]),
+        "errors": errors,
+    }
+
+
+def millis(text):
+    value, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+
+def wrk_script(body_lua, token=None, method="POST", content_type="application/json"):
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    headers = f'wrk.headers["Content-Type"] = "{content_type}"\n'
+    if token:
+        headers += f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+    script.write(f'wrk.method = "{method}"\n{headers}{body_lua}\n')
+    script.close()
+    return script.name
+
+
+def chat_script(token, sessions):
+    """POST /chat, each request to the next of `sessions` (as many conversations)."""
+    ids = ",".join(map(str, sessions))
+    return wrk_script(f"""
+local sessions = {{{ids}}}
+local n = 0
+request = function()
+  n = n + 1
+  local body = '{{"session_id":' .. sessions[n % #sessions + 1] .. ',"message":"{QUESTION}"}}'
+  return wrk.format(nil, "/chat", nil, body)
+end""", token)
+
+
+def upstream_script():
+    body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": QUESTION}]})
+    return wrk_script(f"wrk.body = {json.dumps(body)}")
+
+
+def spread(samples):
+    """The median of the runs, with their min and max."""
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
+
+
+def chat(database, args):
+    """1 and 2: POST /chat against an instant upstream, and its overhead at 16."""
+    figures = {}
+    with upstream(latency_ms=0), server(database):
+        _, token, sessions = account(sessions=256)
+        ours, theirs = chat_script(token, sessions), upstream_script()
+        for connections in (1, 16, 64, 256):
+            runs, upstream_runs = [], []
+            for _ in range(args.runs):
+                runs.append(wrk(f"{API}/chat", connections, args.seconds, ours))
+                if connections == 16:
+                    upstream_runs.append(wrk(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions",
+                                             connections, args.seconds, theirs))
+            figures[connections] = summarize(runs)
+            if upstream_runs:
+                figures["upstream_16"] = summarize(upstream_runs)
+                figures["overhead_16"] = {
+                    "p50": spread([r["p50"] - u["p50"] for r, u in zip(runs, upstream_runs)]),
+                    "p99": spread([r["p99"] - u["p99"] for r, u in zip(runs, upstream_runs)]),
+                }
+            print(f"chat c={connections}: {figures[connections]}", flush=True)
+    print(f"overhead at 16: {figures['overhead_16']}", flush=True)
+    return figures
+
+
+def summarize(runs):
+    return {key: spread([run[key] for run in runs]) for key in ("rps", "p50", "p99", "errors")}
+
+
+def sse(url, token, concurrency, streams, body):
+    command = [str(RELEASE / "sse"), "--url", url, "--concurrency", str(concurrency),
+               "--streams", str(streams), "--body", json.dumps(body)]
+    if token:
+        command += ["--token", token]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def stream(database, runs):
+    """3: time to the first delta and the gap per token, ours minus the upstream's."""
+    pace = {"ttft_ms": 20, "token_ms": 5}
+    figures = {"pace": pace}
+    with upstream(**pace), server(database):
+        _, token, sessions = account(sessions=16)
+        upstream_body = {"model": "bench", "stream": True,
+                         "messages": [{"role": "user", "content": QUESTION}]}
+        ours, theirs = [], []
+        for _ in range(runs):
+            theirs.append(sse(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions", None, 16, 20,
+                              upstream_body))
+            ours.append(sse(f"{API}/chat/stream", token, 16, 20, {"message": QUESTION}))
+        for run in ours + theirs:
+            assert run["errors"] == 0, run
+        for name, key in (("first_delta", "first_delta_ms"), ("gap", "gap_ms")):
+            for quantile in ("p50", "p99"):
+                figures[f"{name}_{quantile}_overhead"] = spread(
+                    [o[key][quantile] - t[key][quantile] for o, t in zip(ours, theirs)])
+                figures[f"{name}_{quantile}"] = spread([o[key][quantile] for o in ours])
+                figures[f"{name}_{quantile}_upstream"] = spread([t[key][quantile] for t in theirs])
+    print(f"stream: {figures}", flush=True)
+    return figures
+
+
+def many_streams(database, runs):
+    """3: 1,000 streams open at once: the server's resident memory and CPU."""
+    count, pace = 1000, {"ttft_ms": 1000, "token_ms": 200}
+    figures = {"streams": count, "pace": pace}
+    peaks, growth, cpu, most_open = [], [], [], []
+    with upstream(**pace):
+        for _ in range(runs):
+            with server(database, DB_MAX_CONNECTIONS=20) as api:
+                _, token, _ = account()
+                before_rss, before_cpu = api.rss_mib(), api.cpu_seconds()
+                probe = subprocess.Popen(
+                    [str(RELEASE / "sse"), "--url", f"{API}/chat/stream", "--token", token,
+                     "--concurrency", str(count), "--streams", "1",
+                     "--body", json.dumps({"message": QUESTION})],
+                    stdout=subprocess.PIPE, text=True)
+                peak = 0
+                while probe.poll() is None:
+                    peak = max(peak, api.rss_mib())
+                    time.sleep(0.05)
+                result = json.loads(probe.stdout.read())
+                assert result["errors"] == 0, result
+                peaks.append(peak)
+                growth.append(peak - before_rss)
+                cpu.append(api.cpu_seconds() - before_cpu)
+                most_open.append(result["most_open_at_once"])
+    figures.update(peak_rss_mib=spread(peaks), rss_growth_mib=spread(growth),
+                   cpu_seconds=spread(cpu), most_open_at_once=spread(most_open))
+    print(f"streams: {figures}", flush=True)
+    return figures
+
+
+def logins(database, args):
+    """4: logins per second against the bcrypt limit; GET /sessions p99 meanwhile."""
+    figures = {}
+    cost = 12
+    with upstream(), server(database, BCRYPT_COST=cost):
+        email, token, _ = account(sessions=20)
+        hash_ms = json.loads(subprocess.run([str(RELEASE / "bcrypt-cost"), "--cost", str(cost)],
+                                            check=True, capture_output=True, text=True).stdout)
+        limit = os.cpu_count() / (hash_ms["median_ms"] / 1000)
+        form = urllib.parse.urlencode({"username": email, "password": PASSWORD})
+        login = wrk_script(f'wrk.body = "{form}"', content_type="application/x-www-form-urlencoded")
+        sessions = wrk_script("", token, method="GET")
+        login_runs, list_runs, quiet_runs = [], [], []
+        for _ in range(args.runs):
+            quiet_runs.append(wrk(f"{API}/sessions", 4, args.seconds, sessions))
+            lister = subprocess.Popen([sys.executable, __file__, "--wrk-json", f"{API}/sessions",
+                                       "4", str(args.seconds), sessions], stdout=subprocess.PIPE, text=True)
+            login_runs.append(wrk(f"{API}/auth/login", 4, args.seconds, login))
+            list_runs.append(json.loads(lister.communicate()[0]))
+        figures = {
+            "bcrypt_cost": cost,
+            "hash_ms": hash_ms["median_ms"],
+            "limit_per_second": limit,
+            "logins": summarize(login_runs),
+            "share_of_limit": spread([run["rps"] / limit for run in login_runs]),
+            "sessions_during_logins": summarize(list_runs),
+            "sessions_alone": summarize(quiet_runs),
+        }
+    print(f"logins: {figures}", flush=True)
+    return figures
+
+
+def idle(database, runs):
+    """5: start to the first served request, and resident memory when idle."""
+    ready, rss = [], []
+    with upstream():
+        for _ in range(runs):
+            with server(database) as api:
+                ready.append(api.ready_after * 1000)
+                time.sleep(1)
+                rss.append(api.rss_mib())
+    figures = {"ready_ms": spread(ready), "idle_rss_mib": spread(rss)}
+    print(f"idle: {figures}", flush=True)
+    return figures
+
+
+def table(results):
+    lines = [f"Measured {results['date']} on {results['machine']}.", "",
+             "| Figure | Store | Median | Min | Max | Target |", "|---|---|---|---|---|---|"]
+
+    def row(name, store, figure, unit, target=""):
+        lines.append(f"| {name} | {store} | {figure['median']:.1f} {unit} | {figure['min']:.1f} | "
+                     f"{figure['max']:.1f} | {target} |")
+
+    for store, figures in results["stores"].items():
+        if "chat" in figures:
+            for connections in (1, 16, 64, 256):
+                chat_figures = figures["chat"][connections]
+                target = "≥ 2,000 (Postgres)" if connections == 64 else ""
+                row(f"POST /chat, {connections} connections: requests/s", store, chat_figures["rps"], "", target)
+                row(f"POST /chat, {connections} connections: p50", store, chat_figures["p50"], "ms")
+                row(f"POST /chat, {connections} connections: p99", store, chat_figures["p99"], "ms")
+            overhead = figures["chat"]["overhead_16"]
+            row("/chat overhead at 16: p50", store, overhead["p50"], "ms", "≤ 2 ms")
+            row("/chat overhead at 16: p99", store, overhead["p99"], "ms", "≤ 10 ms")
+        if "stream" in figures:
+            row("stream first-delta overhead: p50", store, figures["stream"]["first_delta_p50_overhead"], "ms", "≤ 2 ms")
+            row("stream first-delta overhead: p99", store, figures["stream"]["first_delta_p99_overhead"], "ms")
+            row("stream added gap per token: p50", store, figures["stream"]["gap_p50_overhead"], "ms")
+            row("stream added gap per token: p99", store, figures["stream"]["gap_p99_overhead"], "ms")
+        if "streams" in figures:
+            row("1,000 open streams: peak RSS", store, figures["streams"]["peak_rss_mib"], "MiB", "≤ 100 MB")
+            row("1,000 open streams: CPU", store, figures["streams"]["cpu_seconds"], "s")
+        if "logins" in figures:
+            logins_figures = figures["logins"]
+            row("logins/s", store, logins_figures["logins"]["rps"], "",
+                f"limit {logins_figures['limit_per_second']:.1f}")
+            row("logins: share of the bcrypt limit", store,
+                {k: v * 100 for k, v in logins_figures["share_of_limit"].items()}, "%", "≥ 90%")
+            row("GET /sessions p99 during logins", store, logins_figures["sessions_during_logins"]["p99"], "ms", "≤ 20 ms")
+        if "idle" in figures:
+            row("start to first response", store, figures["idle"]["ready_ms"], "ms", "≤ 200 ms")
+            row("idle RSS", store, figures["idle"]["idle_rss_mib"], "MiB", "≤ 20 MB")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--wrk-json":
+        url, connections, seconds, script = sys.argv[2:6]
+        print(json.dumps(wrk(url, int(connections), int(seconds), script)))
+    else:
+        main()

@@ -1,0 +1,113 @@
+//! An upstream for the benchmarks, in OpenAI's Chat Completions wire format:
+//! POST /v1/chat/completions answers `--tokens` words, plain after
+//! `--latency-ms`, or streamed with the first after `--ttft-ms` and the next
+//! every `--token-ms`. It does no other work, so its own latency is the floor
+//! the API's is compared with.
+//!
+//! `upstream --port 9100 --latency-ms 0 --ttft-ms 0 --token-ms 0 --tokens 20`
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use bench::Flags;
+use futures::stream;
+use serde_json::{Value, json};
+
+struct Pace {
+    latency: Duration,
+    first_token: Duration,
+    between_tokens: Duration,
+    tokens: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::from_env();
+    let pace = Arc::new(Pace {
+        latency: flags.millis("latency-ms", 0),
+        first_token: flags.millis("ttft-ms", 0),
+        between_tokens: flags.millis("token-ms", 0),
+        tokens: flags.number("tokens", 20),
+    });
+    let port = flags.number("port", 9100);
+    let router = Router::new()
+        .route("/v1/chat/completions", post(complete))
+        .with_state(pace);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port)?)).await?;
+    println!("upstream listening on {}", listener.local_addr()?);
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+async fn complete(State(pace): State<Arc<Pace>>, Json(request): Json<Value>) -> Response {
+    let model = request["model"].as_str().unwrap_or("bench").to_owned();
+    if request["stream"].as_bool() != Some(true) {
+        tokio::time::sleep(pace.latency).await;
+        let text: String = (0..pace.tokens).map(word).collect();
+        return Json(json!({
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": text },
+                "finish_reason": "stop",
+            }],
+            "usage": usage(pace.tokens),
+        }))
+        .into_response();
+    }
+    let chunks = stream::unfold((0, pace, model), |(sent, pace, model)| async move {
+        let data = if sent < pace.tokens {
+            let pause = if sent == 0 {
+                pace.first_token
+            } else {
+                pace.between_tokens
+            };
+            tokio::time::sleep(pause).await;
+            json!({
+                "id": "chatcmpl-bench",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{ "index": 0, "delta": { "content": word(sent) } }],
+            })
+            .to_string()
+        } else if sent == pace.tokens {
+            json!({
+                "id": "chatcmpl-bench",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [],
+                "usage": usage(pace.tokens),
+            })
+            .to_string()
+        } else if sent == pace.tokens + 1 {
+            "[DONE]".to_owned()
+        } else {
+            return None;
+        };
+        let event = Bytes::from(format!("data: {data}\n\n"));
+        Some((Ok::<_, Infallible>(event), (sent + 1, pace, model)))
+    });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
+fn word(index: u64) -> String {
+    format!("word{index} ")
+}
+
+fn usage(completion: u64) -> Value {
+    json!({ "prompt_tokens": 12, "completion_tokens": completion, "total_tokens": 12 + completion })
+}
