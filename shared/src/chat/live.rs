@@ -347,3 +347,27 @@ impl Drop for Follower {
             .send_modify(|count| count.here = count.here.saturating_sub(1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ApiError;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_log_is_kept_five_minutes_after_its_end_and_while_it_runs() {
+        let live = LiveGenerations::new(None, TaskTracker::new());
+        let ended = live.start(1, 10).await;
+        ended.publish(GenerationEvent::Delta("partial".into()));
+        ended.publish(GenerationEvent::Error(ApiError::Unauthorized.to_problem()));
+        let running = live.start(1, 11).await;
+        running.publish(GenerationEvent::Delta("still going".into()));
+
+        tokio::time::advance(KEPT_AFTER_END - Duration::from_secs(1)).await;
+        assert!(live.find(&ended.id).await.unwrap().is_some());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(live.find(&ended.id).await.unwrap().is_none(), "expired");
+        assert!(live.find(&running.id).await.unwrap().is_some());
+        assert_eq!(live.running_in(11).await, Some(running.id.clone()));
+        assert_eq!(live.running_in(10).await, None);
+    }
+}
