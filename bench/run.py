@@ -248,17 +248,28 @@ def wrk_script(body_lua, token=None, method="POST", content_type="application/js
     return script.name
 
 
-def chat_script(token, sessions):
-    """POST /chat, each request to the next of `sessions` (as many conversations)."""
-    ids = ",".join(map(str, sessions))
+def conversations(users, sessions_each):
+    """(token, session id) for `users` accounts with `sessions_each` sessions:
+    the load of many users, not one user's (whose usage row every answer updates)."""
+    pairs = []
+    for _ in range(users):
+        _, token, ids = account(sessions=sessions_each)
+        pairs += [(token, session) for session in ids]
+    return pairs
+
+
+def chat_script(pairs):
+    """POST /chat, each request to the next conversation, as its user."""
+    rows = ",".join(f'{{"Bearer {token}",{session}}}' for token, session in pairs)
     return wrk_script(f"""
-local sessions = {{{ids}}}
+local conversations = {{{rows}}}
 local n = 0
 request = function()
   n = n + 1
-  local body = '{{"session_id":' .. sessions[n % #sessions + 1] .. ',"message":"{QUESTION}"}}'
-  return wrk.format(nil, "/chat", nil, body)
-end""", token)
+  local c = conversations[n % #conversations + 1]
+  local body = '{{"session_id":' .. c[2] .. ',"message":"{QUESTION}"}}'
+  return wrk.format(nil, "/chat", {{["Content-Type"] = "application/json", ["Authorization"] = c[1]}}, body)
+end""")
 
 
 def upstream_script():
@@ -274,9 +285,8 @@ def spread(samples):
 def chat(database, args):
     """1 and 2: POST /chat against an instant upstream, and its overhead at 16."""
     figures = {}
-    with upstream(latency_ms=0), server(database):
-        _, token, sessions = account(sessions=256)
-        ours, theirs = chat_script(token, sessions), upstream_script()
+    with upstream(latency_ms=0), server(database, BCRYPT_COST=4):
+        ours, theirs = chat_script(conversations(users=64, sessions_each=4)), upstream_script()
         for connections in (1, 16, 64, 256):
             runs, upstream_runs = [], []
             for _ in range(args.runs):

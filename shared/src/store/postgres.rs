@@ -27,6 +27,11 @@ impl PostgresStore {
             .context("DATABASE_URL is not a valid postgres:// URL")?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
+            // sqlx already pings each connection when it is released (in the
+            // background); a ping on every acquire too would add a round trip
+            // to every query. A connection broken while idle (a restart) fails
+            // one query and is then closed.
+            .test_before_acquire(false)
             // A request waits this long for a connection before it gets a 503.
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
@@ -42,9 +47,66 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// One message, and with an answer its usage, in one statement: one round
+    /// trip, atomic without a transaction. Bumping the session takes its row
+    /// lock, which orders concurrent appends to one session and proves it is
+    /// this user's; without it, nothing is written.
+    async fn append(
+        &self,
+        user_id: i64,
+        session_id: i64,
+        message: &NewMessage,
+        usage: Option<&UsageRecord>,
+        now: DbTime,
+    ) -> StoreResult<Message> {
+        let stored: Option<Message> = sqlx::query_as(APPEND_MESSAGE)
+            .bind(session_id)
+            .bind(user_id)
+            .bind(now)
+            .bind(message.role.as_str())
+            .bind(&message.content)
+            .bind(message.tokens)
+            .bind(message.status.as_str())
+            .bind(usage.map(UsageRecord::month))
+            .bind(usage.map(|usage| usage.model.as_str()))
+            .bind(usage.map(|usage| usage.prompt_tokens))
+            .bind(usage.map(|usage| usage.completion_tokens))
+            .bind(usage.map(|usage| usage.day.as_str()))
+            .fetch_optional(&self.pool)
+            .await?;
+        stored.ok_or(StoreError::SessionNotFound)
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         self.pool.begin().await
     }
 }
+
+/// $1 session, $2 user, $3 now, $4-$7 the message; $8-$12 the usage (month,
+/// model, prompt and completion tokens, day), all NULL for a user's message.
+const APPEND_MESSAGE: &str = "\
+    WITH bumped AS ( \
+        UPDATE sessions SET message_count = message_count + 1, updated_at = $3 \
+        WHERE id = $1 AND user_id = $2 RETURNING id \
+    ), stored AS ( \
+        INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
+        SELECT id, $4, $5, $6, $7, $3 FROM bumped \
+        RETURNING id, role, content, tokens, status, created_at \
+    ), monthly AS ( \
+        INSERT INTO usage_monthly (user_id, month, model, prompt_tokens, completion_tokens, requests) \
+        SELECT $2, $8, $9, $10, $11, 1 FROM bumped WHERE $9::text IS NOT NULL \
+        ON CONFLICT (user_id, month, model) DO UPDATE SET \
+        prompt_tokens = usage_monthly.prompt_tokens + excluded.prompt_tokens, \
+        completion_tokens = usage_monthly.completion_tokens + excluded.completion_tokens, \
+        requests = usage_monthly.requests + 1 \
+    ), daily AS ( \
+        INSERT INTO usage_daily (day, user_id, model, prompt_tokens, completion_tokens, requests) \
+        SELECT $12, $2, $9, $10, $11, 1 FROM bumped WHERE $9::text IS NOT NULL \
+        ON CONFLICT (day, user_id, model) DO UPDATE SET \
+        prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+        completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+        requests = usage_daily.requests + 1 \
+    ) \
+    SELECT id, role, content, tokens, status, created_at FROM stored";
 
 sql::impl_sql_store!(PostgresStore);

@@ -38,6 +38,9 @@ impl SqliteStore {
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
+            // sqlx already pings each connection when it is released; another
+            // ping on every acquire is one more trip to its worker thread.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
@@ -49,6 +52,81 @@ impl SqliteStore {
                 .context("migrating the SQLite database")?;
         }
         Ok(Self { pool })
+    }
+
+    /// One message, and with an answer its usage, in one write transaction.
+    async fn append(
+        &self,
+        user_id: i64,
+        session_id: i64,
+        message: &NewMessage,
+        usage: Option<&UsageRecord>,
+        now: DbTime,
+    ) -> StoreResult<Message> {
+        let mut tx = self.begin_write().await?;
+        // Bumping the session first takes its row lock, which orders concurrent
+        // appends to one session and proves it is this user's.
+        let bumped = sqlx::query(
+            "UPDATE sessions SET message_count = message_count + 1, updated_at = $3 \
+                 WHERE id = $1 AND user_id = $2",
+        )
+        .bind(session_id)
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if bumped.rows_affected() == 0 {
+            return Err(StoreError::SessionNotFound);
+        }
+        let stored: Message = sqlx::query_as(
+            "INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 RETURNING id, role, content, tokens, status, created_at",
+        )
+        .bind(session_id)
+        .bind(message.role.as_str())
+        .bind(&message.content)
+        .bind(message.tokens)
+        .bind(message.status.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(usage) = usage {
+            sqlx::query(
+                    "INSERT INTO usage_monthly \
+                     (user_id, month, model, prompt_tokens, completion_tokens, requests) \
+                     VALUES ($1, $2, $3, $4, $5, 1) \
+                     ON CONFLICT (user_id, month, model) DO UPDATE SET \
+                     prompt_tokens = usage_monthly.prompt_tokens + excluded.prompt_tokens, \
+                     completion_tokens = usage_monthly.completion_tokens + excluded.completion_tokens, \
+                     requests = usage_monthly.requests + 1",
+                )
+                .bind(user_id)
+                .bind(usage.month())
+                .bind(&usage.model)
+                .bind(usage.prompt_tokens)
+                .bind(usage.completion_tokens)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                    "INSERT INTO usage_daily \
+                     (day, user_id, model, prompt_tokens, completion_tokens, requests) \
+                     VALUES ($1, $2, $3, $4, $5, 1) \
+                     ON CONFLICT (day, user_id, model) DO UPDATE SET \
+                     prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+                     completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+                     requests = usage_daily.requests + 1",
+                )
+                .bind(&usage.day)
+                .bind(user_id)
+                .bind(&usage.model)
+                .bind(usage.prompt_tokens)
+                .bind(usage.completion_tokens)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// SQLite allows one writer. Taking the write lock at BEGIN, instead of at the
