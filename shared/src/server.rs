@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use axum::Router;
+use axum::{Router, serve::ListenerExt as _};
 use tokio::net::TcpListener;
 
 use crate::{app, config::Settings, llm::tokens, routes, state::AppState};
@@ -51,7 +51,14 @@ impl Application {
         let service = self
             .router
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(self.listener, service)
+        // Without TCP_NODELAY a stream's small writes (an event, then the next)
+        // wait for the client's delayed ACK: tens of milliseconds per delta.
+        let listener = self.listener.tap_io(|connection| {
+            if let Err(err) = connection.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, service)
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         let generations = &self.state.generations;

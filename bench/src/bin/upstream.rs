@@ -15,6 +15,7 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
     routing::post,
+    serve::ListenerExt as _,
 };
 use bench::Flags;
 use futures::stream;
@@ -42,6 +43,10 @@ async fn main() -> anyhow::Result<()> {
         .with_state(pace);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", u16::try_from(port)?)).await?;
     println!("upstream listening on {}", listener.local_addr()?);
+    // A provider sends each token as soon as it has it.
+    let listener = listener.tap_io(|connection| {
+        let _ = connection.set_nodelay(true);
+    });
     axum::serve(listener, router).await?;
     Ok(())
 }
