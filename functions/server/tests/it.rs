@@ -95,55 +95,18 @@ async fn two_processes_sharing_one_redis_enforce_one_limit() {
 
 #[tokio::test]
 async fn a_generation_started_in_one_process_is_resumed_followed_and_stopped_in_others() {
-    let (Some(redis), Some(admin)) = (
-        testing::redis_test_url().expect("TEST_REDIS_URL"),
-        testing::postgres_admin_url().expect("TEST_DATABASE_URL"),
-    ) else {
-        eprintln!("skipped: TEST_REDIS_URL or TEST_DATABASE_URL is not set");
+    let Some([first, second, third]) = sharing_redis_and_postgres("40").await else {
         return;
     };
-    let database = testing::fresh_postgres_database(&admin)
-        .await
-        .expect("a Postgres test database");
-    let prefix = testing::unique_redis_prefix();
-    let env = [
-        ("DATABASE_URL", database.as_str()),
-        ("JWT_SECRET", "two-processes-share-this-secret-0123456789"),
-        ("REDIS_URL", redis.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-        // Slow enough that the generation still runs while the other process is asked.
-        ("MOCK_TOKEN_DELAY_MS", "40"),
-    ];
-    // One after the other, so that only the first migrates the new database.
-    let first = Server::start(&env).await;
-    let second = Server::start(&env).await;
-    let third = Server::start(&env).await;
     e2e::instances::resumed_followed_and_stopped_elsewhere([&first.api, &second.api, &third.api])
         .await;
 }
 
 #[tokio::test]
 async fn when_the_process_running_a_generation_dies_the_others_stop_waiting_for_it() {
-    let (Some(redis), Some(admin)) = (
-        testing::redis_test_url().expect("TEST_REDIS_URL"),
-        testing::postgres_admin_url().expect("TEST_DATABASE_URL"),
-    ) else {
-        eprintln!("skipped: TEST_REDIS_URL or TEST_DATABASE_URL is not set");
+    let Some([mut first, second, _]) = sharing_redis_and_postgres("200").await else {
         return;
     };
-    let database = testing::fresh_postgres_database(&admin)
-        .await
-        .expect("a Postgres test database");
-    let prefix = testing::unique_redis_prefix();
-    let env = [
-        ("DATABASE_URL", database.as_str()),
-        ("JWT_SECRET", "two-processes-share-this-secret-0123456789"),
-        ("REDIS_URL", redis.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ("MOCK_TOKEN_DELAY_MS", "200"),
-    ];
-    let mut first = Server::start(&env).await;
-    let second = Server::start(&env).await;
     let account = first.api.account().await;
     let token = account.access_token.as_str();
     let mut origin = first
@@ -179,6 +142,35 @@ async fn when_the_process_running_a_generation_dies_the_others_stop_waiting_for_
         .stop(token, &generation)
         .await
         .expect_problem(404, "generation_not_found");
+}
+
+/// Three `server` processes sharing a fresh Postgres database, a JWT key and
+/// Redis, their mock answering a word every `token_delay_ms` (slow enough that
+/// a generation still runs while another process is asked about it).
+async fn sharing_redis_and_postgres(token_delay_ms: &str) -> Option<[Server; 3]> {
+    let (Some(redis), Some(admin)) = (
+        testing::redis_test_url().expect("TEST_REDIS_URL"),
+        testing::postgres_admin_url().expect("TEST_DATABASE_URL"),
+    ) else {
+        eprintln!("skipped: TEST_REDIS_URL or TEST_DATABASE_URL is not set");
+        return None;
+    };
+    let database = testing::fresh_postgres_database(&admin)
+        .await
+        .expect("a Postgres test database");
+    let prefix = testing::unique_redis_prefix();
+    let env = [
+        ("DATABASE_URL", database.as_str()),
+        ("JWT_SECRET", "processes-share-this-secret-0123456789"),
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("MOCK_TOKEN_DELAY_MS", token_delay_ms),
+    ];
+    // One after the other, so that only the first migrates the new database.
+    let first = Server::start(&env).await;
+    let second = Server::start(&env).await;
+    let third = Server::start(&env).await;
+    Some([first, second, third])
 }
 
 /// `server promote-admin EMAIL` / `demote-admin EMAIL`, against the store a
