@@ -14,6 +14,7 @@ pub mod function;
 pub mod llm;
 pub mod openapi;
 pub mod rate_limit;
+mod redis_connection;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -32,16 +32,19 @@ use anyhow::Context as _;
 use futures::{Stream, stream};
 use redis::{
     AsyncConnectionConfig, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    aio::{ConnectionManager, MultiplexedConnection},
 };
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use tokio::sync::mpsc;
 
 use super::{
     live::{Generation, KEPT_AFTER_END},
     wire::{Kind, WireEvent},
 };
-use crate::auth::{hex, random_bytes};
+use crate::{
+    auth::{hex, random_bytes},
+    redis_connection,
+};
 
 /// How soon a stop or a follower elsewhere is seen while no event is written.
 const POLL: Duration = Duration::from_millis(250);
@@ -140,14 +143,7 @@ impl Relay {
         prefix: &str,
         longest_generation: Duration,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url.expose_secret())
-            .context("REDIS_URL is not a valid Redis URL")?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .context("creating the Redis connection")?;
+        let (client, connection) = redis_connection::lazy(url, TIMEOUT)?;
         Ok(Self {
             client,
             connection,

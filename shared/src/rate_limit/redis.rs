@@ -11,11 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
-use redis::{Script, aio::ConnectionManager, aio::ConnectionManagerConfig};
-use secrecy::{ExposeSecret as _, SecretString};
+use redis::{Script, aio::ConnectionManager};
+use secrecy::SecretString;
 
 use super::{Check, Decision, gcra};
+use crate::redis_connection;
 
 /// Redis answers a local script in well under a millisecond; past this, it is
 /// treated as unreachable rather than letting requests queue behind it.
@@ -68,14 +68,7 @@ pub struct RedisDown(String);
 impl RedisLimiter {
     /// Connects lazily: a server whose Redis is down at start still starts.
     pub fn new(url: &SecretString) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url.expose_secret())
-            .context("REDIS_URL is not a valid Redis URL")?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .context("creating the Redis connection")?;
+        let (_, connection) = redis_connection::lazy(url, TIMEOUT)?;
         Ok(Self {
             connection,
             script: Script::new(GCRA),
