@@ -22,7 +22,7 @@ impl Application {
     }
 
     pub async fn with_state(settings: &Settings, state: AppState) -> anyhow::Result<Self> {
-        // Loading the tokenizer takes a moment; do it before the first request waits for it.
+        // Compiling the tokenizer's pattern takes a moment; not in the first request.
         tokio::task::spawn_blocking(tokens::warm_up)
             .await
             .context("loading the tokenizer")?;

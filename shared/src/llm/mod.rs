@@ -12,9 +12,11 @@ mod anthropic;
 mod fallback;
 mod http;
 mod mock;
+mod o200k;
 mod openai;
 mod retry;
 pub mod tokens;
+mod vocabulary_layout;
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,26 +1,20 @@
 //! Token estimates, for providers that report no usage (the mock, some
 //! OpenAI-compatible servers) and for fitting history into the context budget.
 
-use tiktoken_rs::{CoreBPE, o200k_base_singleton};
-
-use super::ChatRequest;
+use super::{ChatRequest, o200k};
 
 /// Chat formats wrap every message in a few tokens of framing (role, separators);
 /// OpenAI documents 3 per message plus 3 to prime the reply.
 const PER_MESSAGE_OVERHEAD: i64 = 3;
 const REPLY_PRIMING: i64 = 3;
 
-fn encoder() -> &'static CoreBPE {
-    o200k_base_singleton()
-}
-
-/// Loads the encoder now, so the first request does not pay for it.
+/// Readies the tokenizer now, so the first request does not pay for it.
 pub fn warm_up() {
-    encoder();
+    o200k::warm_up();
 }
 
 pub fn count(text: &str) -> i64 {
-    i64::try_from(encoder().encode_ordinary(text).len()).unwrap_or(i64::MAX)
+    i64::try_from(o200k::count(text)).unwrap_or(i64::MAX)
 }
 
 /// The tokens one stored message costs inside a prompt.
