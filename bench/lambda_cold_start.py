@@ -7,9 +7,13 @@ it: this script execs the built binary itself, at once sends GET /health to the
 function URL route (the emulator queues it until the runtime asks for work),
 and stops the clock when the response arrives. The store is a SQLite file
 migrated beforehand, as on a warm deployment; Secrets Manager is not involved.
+Where `cargo lambda build --output-format zip` has left a function's
+bootstrap.zip (target/lambda/FUNCTION/), its size is reported too.
 
 Usage (from the repository root, with cargo-lambda on PATH):
-    cargo build --release -p auth -p sessions -p chat -p chat-stream
+    cargo build --release -p auth -p sessions -p chat -p chat-stream -p admin
+    cargo lambda build --release --arm64 --output-format zip \
+        -p auth -p sessions -p chat -p chat-stream -p admin     # the sizes
     python3 bench/lambda_cold_start.py [--runs 10] [--bin-dir target/release]
 """
 
@@ -22,7 +26,8 @@ import tempfile
 import time
 import urllib.request
 
-FUNCTIONS = ["auth", "sessions", "chat", "chat-stream"]
+FUNCTIONS = ["auth", "sessions", "chat", "chat-stream", "admin"]
+ZIPS = os.path.join("target", "lambda")
 
 
 def wait_for_port(port, timeout=30):
@@ -70,13 +75,16 @@ def main():
                    AWS_LAMBDA_RUNTIME_API=f"http://127.0.0.1:{args.port}/.rt",
                    DATABASE_URL=f"sqlite://{workdir}/cold.db",
                    JWT_SECRET="bench-only-jwt-secret-0123456789abcdef", RUST_LOG="warn")
-        print(f"| function | median ms | min ms | max ms | runs |")
-        print(f"| --- | --- | --- | --- | --- |")
+        print("| function | median ms | min ms | max ms | runs | zipped |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for function in FUNCTIONS:
             binary = os.path.join(args.bin_dir, function)
             one_cold_start(binary, args.port, env)  # creates and migrates the database
             times = [one_cold_start(binary, args.port, env) for _ in range(args.runs)]
-            print(f"| {function} | {statistics.median(times):.1f} | {min(times):.1f} | {max(times):.1f} | {args.runs} |")
+            zipped = os.path.join(ZIPS, function, "bootstrap.zip")
+            size = f"{os.path.getsize(zipped) / 1e6:.1f} MB" if os.path.exists(zipped) else "not built"
+            print(f"| {function} | {statistics.median(times):.1f} | {min(times):.1f} | {max(times):.1f} "
+                  f"| {args.runs} | {size} |")
     finally:
         os.killpg(emulator.pid, 15)
 

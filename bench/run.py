@@ -47,7 +47,7 @@ OVERHEAD_UPSTREAM_MS = 50
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stores", default="sqlite,postgres")
-    parser.add_argument("--only", default="chat,stream,streams,logins,idle")
+    parser.add_argument("--only", default="chat,floor,stream,streams,logins,idle")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5, help="each wrk run")
     parser.add_argument("--no-build", action="store_true")
@@ -71,6 +71,8 @@ def main():
                 figures["idle"] = idle(database, args.runs)
             if "chat" in only:
                 figures["chat"] = chat(database, args)
+            if "floor" in only and store == "postgres":
+                figures["floor"] = postgres_floor(database, args)
             if "stream" in only:
                 figures["stream"] = stream(database, args.runs)
             if "streams" in only:
@@ -316,6 +318,34 @@ def chat(database, args):
     return figures
 
 
+def postgres_floor(database, args):
+    """What Postgres alone allows: pgbench running one exchange's statements
+    (bench/exchange.sql) at 64 clients with the server stopped, so neither it,
+    wrk nor the upstream takes a share of the two cores. /chat cannot exceed
+    this on the same machine, whatever the server does."""
+    with server(database, BCRYPT_COST=4):
+        pairs = conversations(users=64, sessions_each=4)
+    sessions = len(pairs)
+    misplaced = subprocess.run(
+        ["psql", database.url, "-tAc",
+         "SELECT count(*) FROM sessions WHERE user_id <> (id - 1) / 4 + 1"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    if misplaced != "0":
+        sys.exit(f"exchange.sql expects session s to belong to user (s - 1) / 4 + 1; {misplaced} do not")
+    now = time.gmtime()
+    command = ["pgbench", "-n", "-M", "prepared", "-c", "64", "-j", "2", "-T", str(args.seconds),
+               "-f", str(ROOT / "bench" / "exchange.sql"), "-D", f"sessions={sessions}",
+               "-D", f"month={time.strftime('%Y-%m', now)}", "-D", f"day={time.strftime('%Y-%m-%d', now)}",
+               database.url]
+    rates = []
+    for _ in range(args.runs):
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rates.append(float(re.search(r"^tps = ([\d.]+)", output, re.M).group(1)))
+    figures = {"exchanges_per_second": spread(rates)}
+    print(f"postgres floor: {figures}", flush=True)
+    return figures
+
+
 def summarize(runs):
     return {key: spread([run[key] for run in runs]) for key in ("rps", "p50", "p99", "errors")}
 
@@ -475,6 +505,9 @@ def table(results):
             overhead = figures["chat"]["overhead_16"]
             row(f"/chat overhead at 16 (upstream {OVERHEAD_UPSTREAM_MS} ms): p50", store, overhead["p50"], "ms", "≤ 2 ms")
             row(f"/chat overhead at 16 (upstream {OVERHEAD_UPSTREAM_MS} ms): p99", store, overhead["p99"], "ms", "≤ 10 ms")
+        if "floor" in figures:
+            row("pgbench, one exchange's SQL, 64 clients: exchanges/s", store,
+                figures["floor"]["exchanges_per_second"], "", "bounds /chat")
         if "stream" in figures:
             row("stream first-delta overhead: p50", store, figures["stream"]["first_delta_p50_overhead"], "ms", "≤ 2 ms")
             row("stream first-delta overhead: p99", store, figures["stream"]["first_delta_p99_overhead"], "ms")
