@@ -7,6 +7,11 @@
 //! A delta is an `event: delta` (chat-api) or an event whose JSON has
 //! `choices[0].delta.content` (OpenAI's wire format, to time the upstream).
 //!
+//! `--token` may list several tokens, comma-separated, and `--sessions`
+//! session ids: client i uses token i mod n (one user each, as many users
+//! would) and session i mod m (a conversation going on); without sessions,
+//! each stream starts a new conversation.
+//!
 //! `sse --url http://127.0.0.1:8000/chat/stream --token T --body '{"message":"hi"}' --concurrency 16 --streams 20`
 
 use std::{
@@ -33,23 +38,32 @@ struct Timings {
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::from_env();
     let url = flags.text("url", "http://127.0.0.1:8000/chat/stream");
-    let token = flags.text("token", "");
+    let tokens: Vec<String> = flags
+        .text("token", "")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     let body: Value = serde_json::from_str(&flags.text("body", r#"{"message":"hi"}"#))?;
     let concurrency = flags.number("concurrency", 1);
     let streams = flags.number("streams", 10);
+    let sessions = flags
+        .text("sessions", "")
+        .split(',')
+        .filter(|id| !id.is_empty())
+        .map(str::parse::<i64>)
+        .collect::<Result<Vec<_>, _>>()?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::try_from(concurrency)?)
         .build()?;
     let open = Arc::new(Gauge::default());
     let started = Instant::now();
-    let clients = (0..concurrency).map(|_| {
-        let (client, url, token, body, open) = (
-            client.clone(),
-            url.clone(),
-            token.clone(),
-            body.clone(),
-            open.clone(),
-        );
+    let clients = (0..usize::try_from(concurrency)?).map(|index| {
+        let mut body = body.clone();
+        if !sessions.is_empty() {
+            body["session_id"] = json!(sessions[index % sessions.len()]);
+        }
+        let token = tokens[index % tokens.len()].clone();
+        let (client, url, open) = (client.clone(), url.clone(), open.clone());
         async move {
             let mut timings = Timings::default();
             for _ in 0..streams {
