@@ -267,14 +267,26 @@ def conversations(users, sessions_each):
 
 
 def chat_script(pairs):
-    """POST /chat, each request to the next conversation, as its user."""
-    rows = ",".join(f'{{"Bearer {token}",{session}}}' for token, session in pairs)
+    """POST /chat, each request to the next conversation, as its user. Users
+    are interleaved, and wrk's two threads start half the list apart, so
+    requests in flight together are mostly different users'."""
+    by_user = {}
+    for token, session in pairs:
+        by_user.setdefault(token, []).append(session)
+    interleaved = [(token, sessions[turn]) for turn in range(max(map(len, by_user.values())))
+                   for token, sessions in by_user.items() if turn < len(sessions)]
+    rows = ",".join(f'{{"Bearer {token}",{session}}}' for token, session in interleaved)
     return wrk_script(f"""
 local conversations = {{{rows}}}
+local threads = 0
+setup = function(thread)
+  thread:set("first", threads * math.floor(#conversations / 2))
+  threads = threads + 1
+end
 local n = 0
 request = function()
   n = n + 1
-  local c = conversations[n % #conversations + 1]
+  local c = conversations[(first + n) % #conversations + 1]
   local body = '{{"session_id":' .. c[2] .. ',"message":"{QUESTION}"}}'
   return wrk.format(nil, "/chat", {{["Content-Type"] = "application/json", ["Authorization"] = c[1]}}, body)
 end""")

@@ -51,10 +51,18 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// tokio's timer ticks each millisecond, so even a zero sleep would wait for
+/// the next tick: an "instant" upstream must not sleep at all.
+async fn pause(duration: Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
+}
+
 async fn complete(State(pace): State<Arc<Pace>>, Json(request): Json<Value>) -> Response {
     let model = request["model"].as_str().unwrap_or("bench").to_owned();
     if request["stream"].as_bool() != Some(true) {
-        tokio::time::sleep(pace.latency).await;
+        pause(pace.latency).await;
         let text: String = (0..pace.tokens).map(word).collect();
         return Json(json!({
             "id": "chatcmpl-bench",
@@ -72,12 +80,12 @@ async fn complete(State(pace): State<Arc<Pace>>, Json(request): Json<Value>) -> 
     }
     let chunks = stream::unfold((0, pace, model), |(sent, pace, model)| async move {
         let data = if sent < pace.tokens {
-            let pause = if sent == 0 {
+            pause(if sent == 0 {
                 pace.first_token
             } else {
                 pace.between_tokens
-            };
-            tokio::time::sleep(pause).await;
+            })
+            .await;
             json!({
                 "id": "chatcmpl-bench",
                 "object": "chat.completion.chunk",
