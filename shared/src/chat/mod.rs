@@ -84,14 +84,18 @@ pub struct Exchange {
 /// provider request from the history.
 #[tracing::instrument(skip_all, fields(user_id, session_id))]
 pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<Exchange> {
-    quota::check(state, user_id).await?;
-    let session = match input.session_id {
-        Some(id) => state
-            .store
-            .find_session(user_id, id)
-            .await?
-            .ok_or(ApiError::SessionNotFound)?,
-        None => {
+    let now = OffsetDateTime::now_utc();
+    let (standing, session) = state
+        .store
+        .standing_and_session(user_id, &month_of(now), input.session_id)
+        .await?
+        // A valid token for an account that no longer exists.
+        .ok_or(ApiError::Unauthorized)?;
+    quota::ensure_within(state, &standing, now)?;
+    let session = match (input.session_id, session) {
+        (Some(_), Some(session)) => session,
+        (Some(_), None) => return Err(ApiError::SessionNotFound),
+        (None, _) => {
             let new = NewSession {
                 title: title_from_message(&input.message),
                 ..NewSession::default()
@@ -101,25 +105,19 @@ pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<E
     };
     tracing::Span::current().record("session_id", session.id);
 
-    let user_message = NewMessage {
+    let question = NewMessage {
         role: Role::User,
         tokens: tokens::count(&input.message),
         content: input.message,
         status: MessageStatus::Complete,
     };
-    let user_message = state
-        .store
-        .append_message(user_id, session.id, &user_message, None)
-        .await?;
-
-    // The history up to this question: messages that concurrent requests store
-    // meanwhile belong to their own exchanges, not to this one.
     let llm = &state.settings.llm;
-    let recent = state
+    let (user_message, recent) = state
         .store
-        .recent_messages(
+        .append_question(
+            user_id,
             session.id,
-            user_message.id,
+            &question,
             i64::from(llm.history_max_messages),
         )
         .await?;

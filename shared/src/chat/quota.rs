@@ -2,10 +2,10 @@
 
 use time::{Date, Month, OffsetDateTime};
 
-use super::month_of;
 use crate::{
     error::{ApiError, Result},
     state::AppState,
+    store::Standing,
 };
 
 /// The quota that applies: the user's own, else the deployment's; `None` is unlimited.
@@ -16,14 +16,7 @@ pub fn effective(own: Option<i64>, state: &AppState) -> Option<i64> {
 /// Refuses the exchange once the month's prompt and completion tokens have
 /// reached the quota. One answer may overshoot it: its length is not known
 /// until it has been generated.
-pub async fn check(state: &AppState, user_id: i64) -> Result<()> {
-    let now = OffsetDateTime::now_utc();
-    let standing = state
-        .store
-        .standing(user_id, &month_of(now))
-        .await?
-        // A valid token for an account that no longer exists.
-        .ok_or(ApiError::Unauthorized)?;
+pub fn ensure_within(state: &AppState, standing: &Standing, now: OffsetDateTime) -> Result<()> {
     match effective(standing.token_quota, state) {
         Some(quota) if standing.used_tokens >= quota => Err(ApiError::QuotaExceeded {
             quota,

@@ -292,12 +292,49 @@ pub trait Store: Send + Sync + 'static {
         usage: Option<&UsageRecord>,
     ) -> StoreResult<Message>;
 
+    /// Stores the user's question as `append_message` does (no usage yet) and
+    /// returns it with the session's newest `history` messages up to it,
+    /// oldest first, the question last: what the provider is to be asked.
+    /// Postgres does both in one statement; the default asks for each.
+    async fn append_question(
+        &self,
+        user_id: i64,
+        session_id: i64,
+        question: &NewMessage,
+        history: i64,
+    ) -> StoreResult<(Message, Vec<Message>)> {
+        let stored = self
+            .append_message(user_id, session_id, question, None)
+            .await?;
+        let recent = self.recent_messages(session_id, stored.id, history).await?;
+        Ok((stored, recent))
+    }
+
     /// The user's usage per month and model, newest month first.
     async fn monthly_usage(&self, user_id: i64) -> StoreResult<Vec<MonthlyUsage>>;
 
     /// The user's admin flag, quota and tokens used in `month` (`YYYY-MM`);
     /// `None` when the user no longer exists.
     async fn standing(&self, user_id: i64, month: &str) -> StoreResult<Option<Standing>>;
+    /// What an exchange reads before it writes anything: the user's standing
+    /// in `month` and, when `session_id` is given, that session if it is the
+    /// user's. `None` when the user no longer exists. One query on the SQL
+    /// stores; the default asks for each.
+    async fn standing_and_session(
+        &self,
+        user_id: i64,
+        month: &str,
+        session_id: Option<i64>,
+    ) -> StoreResult<Option<(Standing, Option<Session>)>> {
+        let Some(standing) = self.standing(user_id, month).await? else {
+            return Ok(None);
+        };
+        let session = match session_id {
+            Some(session_id) => self.find_session(user_id, session_id).await?,
+            None => None,
+        };
+        Ok(Some((standing, session)))
+    }
     /// Makes the account with this email an administrator, or not; false when
     /// there is no such account.
     async fn set_admin(&self, email: &str, is_admin: bool) -> StoreResult<bool>;

@@ -109,4 +109,65 @@ const APPEND_MESSAGE: &str = "\
     ) \
     SELECT id, role, content, tokens, status, created_at FROM stored";
 
-sql::impl_sql_store!(PostgresStore);
+/// $1 session, $2 user, $3 now, $4-$7 the question, $8 how many earlier
+/// messages to recall. The question is bumped and stored as APPEND_MESSAGE
+/// stores a message without usage; the recalled history is what the
+/// statement's snapshot holds, so a message another request stores meanwhile
+/// belongs to that request's exchange, not to this one. `asked` tells the
+/// question from its history; nothing comes back when the session is not the
+/// user's.
+const APPEND_QUESTION: &str = "\
+    WITH bumped AS ( \
+        UPDATE sessions SET message_count = message_count + 1, updated_at = $3 \
+        WHERE id = $1 AND user_id = $2 RETURNING id \
+    ), stored AS ( \
+        INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
+        SELECT id, $4, $5, $6, $7, $3 FROM bumped \
+        RETURNING id, role, content, tokens, status, created_at \
+    ) \
+    SELECT true AS asked, id, role, content, tokens, status, created_at FROM stored \
+    UNION ALL ( \
+        SELECT false, id, role, content, tokens, status, created_at FROM messages \
+        WHERE session_id = $1 AND EXISTS (SELECT 1 FROM bumped) \
+        ORDER BY id DESC LIMIT $8 \
+    )";
+
+#[derive(sqlx::FromRow)]
+struct Recalled {
+    asked: bool,
+    #[sqlx(flatten)]
+    message: Message,
+}
+
+sql::impl_sql_store!(PostgresStore, {
+    async fn append_question(
+        &self,
+        user_id: i64,
+        session_id: i64,
+        question: &NewMessage,
+        history: i64,
+    ) -> StoreResult<(Message, Vec<Message>)> {
+        let rows: Vec<Recalled> = sqlx::query_as(APPEND_QUESTION)
+            .bind(session_id)
+            .bind(user_id)
+            .bind(DbTime(now()))
+            .bind(question.role.as_str())
+            .bind(&question.content)
+            .bind(question.tokens)
+            .bind(question.status.as_str())
+            // The question itself is one of the `history` messages.
+            .bind((history - 1).max(0))
+            .fetch_all(&self.pool)
+            .await?;
+        let (asked, mut recent): (Vec<_>, Vec<_>) = rows.into_iter().partition(|row| row.asked);
+        let Some(stored) = asked.into_iter().next().map(|row| row.message) else {
+            return Err(StoreError::SessionNotFound);
+        };
+        recent.sort_by_key(|row| row.message.id);
+        let mut recent: Vec<Message> = recent.into_iter().map(|row| row.message).collect();
+        if history > 0 {
+            recent.push(stored.clone());
+        }
+        Ok((stored, recent))
+    }
+});

@@ -58,9 +58,12 @@ pub(super) const USER_OVERVIEWS: &str = user_overviews!("ORDER BY u.id LIMIT $2 
 pub(super) const USER_OVERVIEW: &str = user_overviews!("WHERE u.id = $2");
 
 macro_rules! impl_sql_store {
-    ($store:ty) => {
+    // `$own`: methods a backend implements in its own dialect, beside the shared ones.
+    ($store:ty $(, { $($own:tt)* })?) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
+            $($($own)*)?
+
             async fn ping(&self) -> StoreResult<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
@@ -334,6 +337,37 @@ macro_rules! impl_sql_store {
                 .bind(month)
                 .fetch_optional(&self.pool)
                 .await?)
+            }
+
+            async fn standing_and_session(
+                &self,
+                user_id: i64,
+                month: &str,
+                session_id: Option<i64>,
+            ) -> StoreResult<Option<(Standing, Option<Session>)>> {
+                use sqlx::{FromRow as _, Row as _};
+                // The user's columns and the session's do not share a name, so
+                // each struct reads its own from the one row.
+                let row = sqlx::query(
+                    "SELECT u.email, u.is_admin, u.token_quota, CAST(COALESCE(( \
+                         SELECT SUM(prompt_tokens + completion_tokens) FROM usage_monthly \
+                         WHERE user_id = u.id AND month = $2), 0) AS BIGINT) AS used_tokens, \
+                         s.id, s.title, s.system_prompt, s.model, s.message_count, \
+                         s.created_at, s.updated_at \
+                     FROM users u LEFT JOIN sessions s ON s.id = $3 AND s.user_id = u.id \
+                     WHERE u.id = $1",
+                )
+                .bind(user_id)
+                .bind(month)
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let session = match row.try_get::<Option<i64>, _>("id")? {
+                    Some(_) => Some(Session::from_row(&row)?),
+                    None => None,
+                };
+                Ok(Some((Standing::from_row(&row)?, session)))
             }
 
             async fn set_admin(&self, email: &str, is_admin: bool) -> StoreResult<bool> {

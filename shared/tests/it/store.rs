@@ -55,6 +55,8 @@ conformance!(
     appends_count_messages_and_add_usage,
     concurrent_appends_lose_and_duplicate_nothing,
     recent_messages_are_the_newest_in_order,
+    a_question_is_stored_and_asked_with_its_history,
+    standing_and_session_are_read_together,
     long_histories_read_past_a_one_megabyte_page,
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
     expired_and_revoked_refresh_tokens_are_invalid,
@@ -434,6 +436,120 @@ async fn recent_messages_are_the_newest_in_order(store: Db) {
     assert_eq!(
         contents(store.recent_messages(id, fifth, 3).await.unwrap()),
         ["m2", "m3", "m4"]
+    );
+}
+
+async fn a_question_is_stored_and_asked_with_its_history(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let stranger = user(&store, "stranger@example.com").await;
+    let id = session(&store, owner, "long").await;
+    for n in 0..5 {
+        store
+            .append_message(owner, id, &text(Role::User, &format!("m{n}")), None)
+            .await
+            .unwrap();
+    }
+    let contents = |messages: &[chat_core::store::Message]| {
+        messages
+            .iter()
+            .map(|m| m.content.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let (asked, recent) = store
+        .append_question(owner, id, &text(Role::User, "q"), 3)
+        .await
+        .unwrap();
+    assert_eq!((asked.content.as_str(), asked.role), ("q", Role::User));
+    assert_eq!(contents(&recent), ["m3", "m4", "q"]);
+    assert_eq!(recent.last(), Some(&asked));
+    // Stored as any message is: counted, and read back with the rest.
+    let all = store.list_messages(id).await.unwrap();
+    assert_eq!(all.last(), Some(&asked));
+    let found = store.find_session(owner, id).await.unwrap().unwrap();
+    assert_eq!(found.message_count, 6);
+
+    // A history longer than the session is all of it.
+    let (_, recent) = store
+        .append_question(owner, id, &text(Role::User, "r"), 50)
+        .await
+        .unwrap();
+    assert_eq!(contents(&recent), ["m0", "m1", "m2", "m3", "m4", "q", "r"]);
+
+    // Another user's session: refused, and nothing is written.
+    let refused = store
+        .append_question(stranger, id, &text(Role::User, "sneaky"), 3)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::SessionNotFound)),
+        "{refused:?}"
+    );
+    assert_eq!(store.list_messages(id).await.unwrap().len(), 7);
+}
+
+async fn standing_and_session_are_read_together(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let stranger = user(&store, "stranger@example.com").await;
+    let id = session(&store, owner, "mine").await;
+    store
+        .append_message(
+            owner,
+            id,
+            &text(Role::Assistant, "a"),
+            Some(&usage_on("2026-11-27", "m", 10, 5)),
+        )
+        .await
+        .unwrap();
+    assert!(store.set_token_quota(owner, Some(1_000)).await.unwrap());
+
+    let (standing, session) = store
+        .standing_and_session(owner, "2026-11", Some(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        standing,
+        store.standing(owner, "2026-11").await.unwrap().unwrap()
+    );
+    assert_eq!(
+        (standing.token_quota, standing.used_tokens),
+        (Some(1_000), 15)
+    );
+    assert_eq!(session, store.find_session(owner, id).await.unwrap());
+    assert_eq!(session.map(|s| s.title), Some("mine".to_owned()));
+
+    // Another month's usage is not this one's; no session asked for, none given.
+    let (standing, session) = store
+        .standing_and_session(owner, "2026-12", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((standing.used_tokens, session), (0, None));
+
+    // Someone else's session, or none such: the standing without it.
+    let (standing, session) = store
+        .standing_and_session(stranger, "2026-11", Some(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (standing.email.as_str(), session),
+        ("stranger@example.com", None)
+    );
+    let (_, session) = store
+        .standing_and_session(owner, "2026-11", Some(id + 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session, None);
+
+    // An account that no longer exists.
+    assert_eq!(
+        store
+            .standing_and_session(owner + 1_000, "2026-11", Some(id))
+            .await
+            .unwrap(),
+        None
     );
 }
 
