@@ -1,19 +1,20 @@
 -- One POST /chat exchange's statements on Postgres, for pgbench: the floor
 -- that Postgres alone puts under the /chat figure on this machine. The same
--- SQL as the server's (shared/src/store/sql.rs: standing, find_session,
--- recent_messages; postgres.rs: APPEND_MESSAGE, for the question and for the
--- answer with its usage), each statement its own transaction as there.
--- bench/run.py makes 64 users with 4 sessions each, so session s belongs to
--- user (s - 1) / 4 + 1 (it checks that before running), and sets :sessions,
--- :month and :day.
+-- SQL as the server's: the standing and session read
+-- (shared/src/store/sql.rs, standing_and_session), the question stored with
+-- its history recalled (postgres.rs, APPEND_QUESTION), and the answer stored
+-- with its usage (postgres.rs, APPEND_MESSAGE); each its own transaction, as
+-- there. bench/run.py makes 64 users with 4 sessions each, so session s
+-- belongs to user (s - 1) / 4 + 1 (it checks that before running), and sets
+-- :sessions, :month and :day.
 \set sid random(1, :sessions)
 \set uid (:sid - 1) / 4 + 1
-SELECT email, is_admin, token_quota, CAST(COALESCE((
+SELECT u.email, u.is_admin, u.token_quota, CAST(COALESCE((
     SELECT SUM(prompt_tokens + completion_tokens) FROM usage_monthly
-    WHERE user_id = users.id AND month = :month), 0) AS BIGINT) AS used_tokens
-FROM users WHERE id = :uid;
-SELECT id, title, system_prompt, model, message_count, created_at, updated_at
-FROM sessions WHERE id = :sid AND user_id = :uid;
+    WHERE user_id = u.id AND month = :month), 0) AS BIGINT) AS used_tokens,
+    s.id, s.title, s.system_prompt, s.model, s.message_count, s.created_at, s.updated_at
+FROM users u LEFT JOIN sessions s ON s.id = :sid AND s.user_id = u.id
+WHERE u.id = :uid;
 WITH bumped AS (
     UPDATE sessions SET message_count = message_count + 1, updated_at = now()
     WHERE id = :sid AND user_id = :uid RETURNING id
@@ -22,9 +23,12 @@ WITH bumped AS (
     SELECT id, 'user', 'How do iterators work in Rust?', 7, 'complete', now() FROM bumped
     RETURNING id, role, content, tokens, status, created_at
 )
-SELECT id AS question FROM stored \gset
-SELECT id, role, content, tokens, status, created_at
-FROM messages WHERE session_id = :sid AND id <= :question ORDER BY id DESC LIMIT 20;
+SELECT true AS asked, id, role, content, tokens, status, created_at FROM stored
+UNION ALL (
+    SELECT false, id, role, content, tokens, status, created_at FROM messages
+    WHERE session_id = :sid AND EXISTS (SELECT 1 FROM bumped)
+    ORDER BY id DESC LIMIT 19
+);
 WITH bumped AS (
     UPDATE sessions SET message_count = message_count + 1, updated_at = now()
     WHERE id = :sid AND user_id = :uid RETURNING id
