@@ -148,9 +148,7 @@ class Process:
         return kib / 1024
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.process.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
 
 def upstream(**pace):
@@ -307,12 +305,18 @@ def chat(database, args):
     2: what it adds to an upstream that takes OVERHEAD_UPSTREAM_MS, at 16
     connections, each run of ours beside a run straight at the upstream."""
     figures = {}
-    with server(database, BCRYPT_COST=4):
+    with server(database, BCRYPT_COST=4) as api:
         ours, theirs = chat_script(conversations(users=64, sessions_each=4)), upstream_script()
-        with upstream(latency_ms=0):
+        with upstream(latency_ms=0) as fake:
             for connections in (1, 16, 64, 256):
-                runs = [wrk(f"{API}/chat", connections, args.seconds, ours) for _ in range(args.runs)]
+                runs, shares = [], []
+                for _ in range(args.runs):
+                    with CpuShares(api, fake, database) as share:
+                        runs.append(wrk(f"{API}/chat", connections, args.seconds, ours))
+                    shares.append(share.per_request(runs[-1]["rps"] * args.seconds))
                 figures[connections] = summarize(runs)
+                figures[connections]["cpu_ms_per_request"] = {
+                    name: spread([share[name] for share in shares]) for name in shares[0]}
                 print(f"chat c={connections}: {figures[connections]}", flush=True)
         with upstream(latency_ms=OVERHEAD_UPSTREAM_MS):
             runs, upstream_runs = [], []
@@ -356,6 +360,55 @@ def postgres_floor(database, args):
     figures = {"exchanges_per_second": spread(rates)}
     print(f"postgres floor: {figures}", flush=True)
     return figures
+
+
+class CpuShares:
+    """CPU time (user and system) taken during a run by the server, the
+    upstream, wrk and, when it runs on this machine, Postgres: what each
+    request costs each of them, and so what the two cores allow."""
+
+    def __init__(self, api, fake, database):
+        self.api, self.fake, self.database = api, fake, database
+
+    def __enter__(self):
+        self.before = self.sample()
+        return self
+
+    def __exit__(self, *_):
+        self.after = self.sample()
+
+    def sample(self):
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "server": self.api.cpu_seconds(),
+            "upstream": self.fake.cpu_seconds(),
+            "wrk": children.ru_utime + children.ru_stime,
+            "postgres": sum(map(cpu_seconds, postgres_pids())) if self.database.store == "postgres" else 0.0,
+        }
+
+    def per_request(self, requests):
+        return {name: (self.after[name] - self.before[name]) * 1000 / requests for name in self.before}
+
+
+def cpu_seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:  # gone meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids():
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() == "postgres":
+                    pids.append(pid)
+        except OSError:
+            pass
+    return pids
 
 
 def summarize(runs):
@@ -525,6 +578,11 @@ def table(results):
                 row(f"POST /chat, {connections} connections: requests/s", store, chat_figures["rps"], "", target)
                 row(f"POST /chat, {connections} connections: p50", store, chat_figures["p50"], "ms")
                 row(f"POST /chat, {connections} connections: p99", store, chat_figures["p99"], "ms")
+            cpu = figures["chat"][64]["cpu_ms_per_request"]
+            for name in ("server", "postgres", "wrk", "upstream"):
+                if store == "postgres" or name != "postgres":
+                    row(f"POST /chat, 64 connections: CPU per request, {name}", store,
+                        {key: value * 1000 for key, value in cpu[name].items()}, "µs")
             overhead = figures["chat"]["overhead_16"]
             row(f"/chat overhead at 16 (upstream {OVERHEAD_UPSTREAM_MS} ms): p50", store, overhead["p50"], "ms", "≤ 2 ms")
             row(f"/chat overhead at 16 (upstream {OVERHEAD_UPSTREAM_MS} ms): p99", store, overhead["p99"], "ms", "≤ 10 ms")
