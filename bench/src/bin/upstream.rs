@@ -2,11 +2,20 @@
 //! POST /v1/chat/completions answers `--tokens` words, plain after
 //! `--latency-ms`, or streamed with the first after `--ttft-ms` and the next
 //! every `--token-ms`. It does no other work, so its own latency is the floor
-//! the API's is compared with.
+//! the API's is compared with. `--jitter-ms J` spreads each plain answer's
+//! latency evenly over ±J (the same sequence every run), as a real model's
+//! varies; without it, clients that start together stay in step.
 //!
 //! `upstream --port 9100 --latency-ms 0 --ttft-ms 0 --token-ms 0 --tokens 20`
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     Json, Router,
@@ -23,6 +32,8 @@ use serde_json::{Value, json};
 
 struct Pace {
     latency: Duration,
+    jitter: Duration,
+    answered: AtomicU64,
     first_token: Duration,
     between_tokens: Duration,
     tokens: u64,
@@ -33,6 +44,8 @@ async fn main() -> anyhow::Result<()> {
     let flags = Flags::from_env();
     let pace = Arc::new(Pace {
         latency: flags.millis("latency-ms", 0),
+        jitter: flags.millis("jitter-ms", 0),
+        answered: AtomicU64::new(0),
         first_token: flags.millis("ttft-ms", 0),
         between_tokens: flags.millis("token-ms", 0),
         tokens: flags.number("tokens", 20),
@@ -51,6 +64,24 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+impl Pace {
+    /// `latency` ± `jitter`, from a splitmix64 sequence over the answers.
+    fn plain_latency(&self) -> Duration {
+        if self.jitter.is_zero() {
+            return self.latency;
+        }
+        let mut x = self
+            .answered
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        let unit = (x >> 11) as f64 / (1u64 << 53) as f64; // [0, 1)
+        (self.latency + self.jitter).saturating_sub(self.jitter.mul_f64(2.0 * unit))
+    }
+}
+
 /// tokio's timer ticks each millisecond, so even a zero sleep would wait for
 /// the next tick: an "instant" upstream must not sleep at all.
 async fn pause(duration: Duration) {
@@ -62,7 +93,7 @@ async fn pause(duration: Duration) {
 async fn complete(State(pace): State<Arc<Pace>>, Json(request): Json<Value>) -> Response {
     let model = request["model"].as_str().unwrap_or("bench").to_owned();
     if request["stream"].as_bool() != Some(true) {
-        pause(pace.latency).await;
+        pause(pace.plain_latency()).await;
         let text: String = (0..pace.tokens).map(word).collect();
         return Json(json!({
             "id": "chatcmpl-bench",

@@ -82,17 +82,27 @@ impl PostgresStore {
     }
 }
 
-/// $1 session, $2 user, $3 now, $4-$7 the message; $8-$12 the usage (month,
-/// model, prompt and completion tokens, day), all NULL for a user's message.
-const APPEND_MESSAGE: &str = "\
-    WITH bumped AS ( \
-        UPDATE sessions SET message_count = message_count + 1, updated_at = $3 \
-        WHERE id = $1 AND user_id = $2 RETURNING id \
-    ), stored AS ( \
-        INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
-        SELECT id, $4, $5, $6, $7, $3 FROM bumped \
-        RETURNING id, role, content, tokens, status, created_at \
-    ), monthly AS ( \
+/// Both appends start alike: $1 session, $2 user, $3 now, $4-$7 the message
+/// (role, content, tokens, status). `bumped` is the session when it is the
+/// user's, `stored` the message, stored only then.
+macro_rules! bump_and_store {
+    () => {
+        "WITH bumped AS ( \
+            UPDATE sessions SET message_count = message_count + 1, updated_at = $3 \
+            WHERE id = $1 AND user_id = $2 RETURNING id \
+        ), stored AS ( \
+            INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
+            SELECT id, $4, $5, $6, $7, $3 FROM bumped \
+            RETURNING id, role, content, tokens, status, created_at \
+        )"
+    };
+}
+
+/// $1-$7 as `bump_and_store!`; $8-$12 the usage (month, model, prompt and
+/// completion tokens, day), all NULL for a user's message.
+const APPEND_MESSAGE: &str = concat!(
+    bump_and_store!(),
+    ", monthly AS ( \
         INSERT INTO usage_monthly (user_id, month, model, prompt_tokens, completion_tokens, requests) \
         SELECT $2, $8, $9, $10, $11, 1 FROM bumped WHERE $9::text IS NOT NULL \
         ON CONFLICT (user_id, month, model) DO UPDATE SET \
@@ -107,30 +117,26 @@ const APPEND_MESSAGE: &str = "\
         completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
         requests = usage_daily.requests + 1 \
     ) \
-    SELECT id, role, content, tokens, status, created_at FROM stored";
+    SELECT id, role, content, tokens, status, created_at FROM stored"
+);
 
-/// $1 session, $2 user, $3 now, $4-$7 the question, $8 how many earlier
-/// messages to recall. The question is bumped and stored as APPEND_MESSAGE
+/// $1-$7 as `bump_and_store!` (the question), $8 how many earlier messages
+/// to recall. The question is bumped and stored as APPEND_MESSAGE
 /// stores a message without usage; the recalled history is what the
 /// statement's snapshot holds, so a message another request stores meanwhile
 /// belongs to that request's exchange, not to this one. `asked` tells the
 /// question from its history; nothing comes back when the session is not the
 /// user's.
-const APPEND_QUESTION: &str = "\
-    WITH bumped AS ( \
-        UPDATE sessions SET message_count = message_count + 1, updated_at = $3 \
-        WHERE id = $1 AND user_id = $2 RETURNING id \
-    ), stored AS ( \
-        INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
-        SELECT id, $4, $5, $6, $7, $3 FROM bumped \
-        RETURNING id, role, content, tokens, status, created_at \
-    ) \
+const APPEND_QUESTION: &str = concat!(
+    bump_and_store!(),
+    " \
     SELECT true AS asked, id, role, content, tokens, status, created_at FROM stored \
     UNION ALL ( \
         SELECT false, id, role, content, tokens, status, created_at FROM messages \
         WHERE session_id = $1 AND EXISTS (SELECT 1 FROM bumped) \
         ORDER BY id DESC LIMIT $8 \
-    )";
+    )"
+);
 
 #[derive(sqlx::FromRow)]
 struct Recalled {
