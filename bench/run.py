@@ -126,12 +126,12 @@ def psql(url, *commands):
 
 
 class Process:
-    """A child process, stopped on exit."""
+    """A child process, stopped on exit. Its stderr is ours: a warning shows,
+    and a pipe nobody reads could fill and stall it."""
 
     def __init__(self, command, env=None):
         self.started = time.perf_counter()
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
 
     def __enter__(self):
         return self
