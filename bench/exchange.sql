@@ -1,34 +1,41 @@
 -- One POST /chat exchange's statements on Postgres, for pgbench: the floor
 -- that Postgres alone puts under the /chat figure on this machine. The same
--- SQL as the server's: the standing and session read
--- (shared/src/store/sql.rs, standing_and_session), the question stored with
--- its history recalled (postgres.rs, APPEND_QUESTION), and the answer stored
--- with its usage (postgres.rs, APPEND_MESSAGE); each its own transaction, as
--- there. bench/run.py makes 64 users with 4 sessions each, so session s
--- belongs to user (s - 1) / 4 + 1 (it checks that before running), and sets
--- :sessions, :month and :day.
+-- SQL as the server's (shared/src/store/postgres.rs), for a conversation going
+-- on: the question stored, within the quota, with the standing, the session
+-- and the history (ASK; the server sets no default quota here, so NULL), then
+-- the answer stored with its usage (APPEND_MESSAGE); each its own
+-- transaction, as there. bench/run.py makes 64 users with 4 sessions each,
+-- so session s belongs to user (s - 1) / 4 + 1 (it checks that before
+-- running), and sets :sessions, :month and :day.
 \set sid random(1, :sessions)
 \set uid (:sid - 1) / 4 + 1
-SELECT u.email, u.is_admin, u.token_quota, CAST(COALESCE((
-    SELECT SUM(prompt_tokens + completion_tokens) FROM usage_monthly
-    WHERE user_id = u.id AND month = :month), 0) AS BIGINT) AS used_tokens,
-    s.id, s.title, s.system_prompt, s.model, s.message_count, s.created_at, s.updated_at
-FROM users u LEFT JOIN sessions s ON s.id = :sid AND s.user_id = u.id
-WHERE u.id = :uid;
-WITH bumped AS (
+WITH standing AS (
+    SELECT u.email, u.is_admin, u.token_quota, CAST(COALESCE((
+        SELECT SUM(prompt_tokens + completion_tokens) FROM usage_monthly
+        WHERE user_id = u.id AND month = :month), 0) AS BIGINT) AS used_tokens
+    FROM users u WHERE u.id = :uid
+), bumped AS (
     UPDATE sessions SET message_count = message_count + 1, updated_at = now()
-    WHERE id = :sid AND user_id = :uid RETURNING id
+    WHERE id = :sid AND user_id = :uid AND EXISTS (SELECT 1 FROM standing
+        WHERE COALESCE(token_quota, NULL) IS NULL OR used_tokens < COALESCE(token_quota, NULL))
+    RETURNING id, title, system_prompt, model, message_count, created_at, updated_at
 ), stored AS (
     INSERT INTO messages (session_id, role, content, tokens, status, created_at)
     SELECT id, 'user', 'How do iterators work in Rust?', 7, 'complete', now() FROM bumped
     RETURNING id, role, content, tokens, status, created_at
+), exchange AS (
+    SELECT true AS asked, id, role, content, tokens, status, created_at FROM stored
+    UNION ALL (
+        SELECT false, id, role, content, tokens, status, created_at FROM messages
+        WHERE session_id = :sid AND EXISTS (SELECT 1 FROM bumped)
+        ORDER BY id DESC LIMIT 19
+    )
 )
-SELECT true AS asked, id, role, content, tokens, status, created_at FROM stored
-UNION ALL (
-    SELECT false, id, role, content, tokens, status, created_at FROM messages
-    WHERE session_id = :sid AND EXISTS (SELECT 1 FROM bumped)
-    ORDER BY id DESC LIMIT 19
-);
+SELECT s.email, s.is_admin, s.token_quota, s.used_tokens,
+    b.id AS session_id, b.title, b.system_prompt, b.model, b.message_count,
+    b.created_at AS session_created_at, b.updated_at,
+    e.asked, e.id, e.role, e.content, e.tokens, e.status, e.created_at
+FROM standing s LEFT JOIN bumped b ON true LEFT JOIN exchange e ON true;
 WITH bumped AS (
     UPDATE sessions SET message_count = message_count + 1, updated_at = now()
     WHERE id = :sid AND user_id = :uid RETURNING id

@@ -15,7 +15,7 @@ use crate::{
     error::{ApiError, FieldError, Result},
     llm::{ChatRequest, ProviderError, Usage, tokens},
     state::AppState,
-    store::{Message, MessageStatus, NewMessage, NewSession, Role, UsageRecord},
+    store::{Asked, Message, MessageStatus, NewMessage, NewSession, Role, UsageRecord},
 };
 
 pub use generation::{GenerationEvent, spawn_generation};
@@ -85,42 +85,62 @@ pub struct Exchange {
 #[tracing::instrument(skip_all, fields(user_id, session_id))]
 pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<Exchange> {
     let now = OffsetDateTime::now_utc();
-    let (standing, session) = state
-        .store
-        .standing_and_session(user_id, &month_of(now), input.session_id)
-        .await?
-        // A valid token for an account that no longer exists.
-        .ok_or(ApiError::Unauthorized)?;
-    quota::ensure_within(state, &standing, now)?;
-    let session = match (input.session_id, session) {
-        (Some(_), Some(session)) => session,
-        (Some(_), None) => return Err(ApiError::SessionNotFound),
-        (None, _) => {
-            let new = NewSession {
-                title: title_from_message(&input.message),
-                ..NewSession::default()
-            };
-            state.store.create_session(user_id, &new).await?
-        }
-    };
-    tracing::Span::current().record("session_id", session.id);
-
     let question = NewMessage {
         role: Role::User,
         tokens: tokens::count(&input.message),
         content: input.message,
         status: MessageStatus::Complete,
     };
+    let history = i64::from(state.settings.llm.history_max_messages);
+    let Asked {
+        session,
+        question: user_message,
+        recent,
+    } = match input.session_id {
+        Some(session_id) => {
+            let (standing, asked) = state
+                .store
+                .ask(
+                    user_id,
+                    &month_of(now),
+                    session_id,
+                    &question,
+                    history,
+                    state.settings.limits.monthly_token_quota,
+                )
+                .await?
+                // A valid token for an account that no longer exists.
+                .ok_or(ApiError::Unauthorized)?;
+            quota::ensure_within(state, &standing, now)?;
+            // Within the quota, nothing stored: the session is not the user's.
+            asked.ok_or(ApiError::SessionNotFound)?
+        }
+        None => {
+            let (standing, _) = state
+                .store
+                .standing_and_session(user_id, &month_of(now), None)
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            quota::ensure_within(state, &standing, now)?;
+            let new = NewSession {
+                title: title_from_message(&question.content),
+                ..NewSession::default()
+            };
+            let session = state.store.create_session(user_id, &new).await?;
+            let (user_message, recent) = state
+                .store
+                .append_question(user_id, session.id, &question, history)
+                .await?;
+            Asked {
+                session,
+                question: user_message,
+                recent,
+            }
+        }
+    };
+    tracing::Span::current().record("session_id", session.id);
+
     let llm = &state.settings.llm;
-    let (user_message, recent) = state
-        .store
-        .append_question(
-            user_id,
-            session.id,
-            &question,
-            i64::from(llm.history_max_messages),
-        )
-        .await?;
     let turns = context::fit(
         session.system_prompt.as_deref(),
         &recent,

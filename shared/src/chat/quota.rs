@@ -17,8 +17,9 @@ pub fn effective(own: Option<i64>, state: &AppState) -> Option<i64> {
 /// reached the quota. One answer may overshoot it: its length is not known
 /// until it has been generated.
 pub fn ensure_within(state: &AppState, standing: &Standing, now: OffsetDateTime) -> Result<()> {
-    match effective(standing.token_quota, state) {
-        Some(quota) if standing.used_tokens >= quota => Err(ApiError::QuotaExceeded {
+    let default = state.settings.limits.monthly_token_quota;
+    match standing.quota(default) {
+        Some(quota) if !standing.within(default) => Err(ApiError::QuotaExceeded {
             quota,
             used: standing.used_tokens,
             renews_in: until_next_month(now),

@@ -191,6 +191,29 @@ pub struct Standing {
     pub used_tokens: i64,
 }
 
+impl Standing {
+    /// The quota that applies: the user's own, else `default`; `None` is unlimited.
+    pub fn quota(&self, default: Option<i64>) -> Option<i64> {
+        self.token_quota.or(default)
+    }
+
+    /// Whether another exchange may begin: the month's tokens are below the quota.
+    pub fn within(&self, default: Option<i64>) -> bool {
+        self.quota(default)
+            .is_none_or(|quota| self.used_tokens < quota)
+    }
+}
+
+/// A question stored in its session, with what the provider is to be asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    /// The session's settings (its system prompt and model) as the question found them.
+    pub session: Session,
+    pub question: Message,
+    /// As `Store::append_question` returns them: oldest first, the question last.
+    pub recent: Vec<Message>,
+}
+
 /// A user as the admin dashboard lists them, with one month's figures.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UserOverview {
@@ -308,6 +331,42 @@ pub trait Store: Send + Sync + 'static {
             .await?;
         let recent = self.recent_messages(session_id, stored.id, history).await?;
         Ok((stored, recent))
+    }
+
+    /// An exchange's first step in an existing session: the user's standing in
+    /// `month` and, only when the month's tokens are below the quota (the
+    /// user's own, else `default_quota`) and the session is the user's, the
+    /// question stored as `append_question` stores it. `None` when the user no
+    /// longer exists; no `Asked` means nothing was written. One statement on
+    /// Postgres, so the provider is asked after one round trip; the default
+    /// asks for each.
+    async fn ask(
+        &self,
+        user_id: i64,
+        month: &str,
+        session_id: i64,
+        question: &NewMessage,
+        history: i64,
+        default_quota: Option<i64>,
+    ) -> StoreResult<Option<(Standing, Option<Asked>)>> {
+        let Some((standing, session)) = self
+            .standing_and_session(user_id, month, Some(session_id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(session) = session.filter(|_| standing.within(default_quota)) else {
+            return Ok(Some((standing, None)));
+        };
+        let (question, recent) = self
+            .append_question(user_id, session_id, question, history)
+            .await?;
+        let asked = Asked {
+            session,
+            question,
+            recent,
+        };
+        Ok(Some((standing, Some(asked))))
     }
 
     /// The user's usage per month and model, newest month first.

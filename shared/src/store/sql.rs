@@ -58,6 +58,8 @@ pub(super) const USER_OVERVIEWS: &str = user_overviews!("ORDER BY u.id LIMIT $2 
 pub(super) const USER_OVERVIEW: &str = user_overviews!("WHERE u.id = $2");
 
 macro_rules! impl_sql_store {
+    // A backend provides `pool` for reads, `writer()` for writes outside a
+    // transaction and `begin_write()` for write transactions.
     // `$own`: methods a backend implements in its own dialect, beside the shared ones.
     ($store:ty $(, { $($own:tt)* })?) => {
         #[async_trait::async_trait]
@@ -77,7 +79,7 @@ macro_rules! impl_sql_store {
                 .bind(email)
                 .bind(password_hash)
                 .bind(DbTime(now()))
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await
                 .map_err(|err| sql::map_unique(err, StoreError::EmailTaken))
             }
@@ -190,7 +192,7 @@ macro_rules! impl_sql_store {
                 sqlx::query(sql::REVOKE_FAMILY)
                 .bind(token_hash)
                 .bind(DbTime(now()))
-                .execute(&self.pool)
+                .execute(self.writer())
                 .await?;
                 Ok(())
             }
@@ -225,7 +227,7 @@ macro_rules! impl_sql_store {
                 .bind(&session.system_prompt)
                 .bind(&session.model)
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writer())
                 .await
                 .map_err(Into::into)
             }
@@ -262,7 +264,7 @@ macro_rules! impl_sql_store {
                 .bind(patch.model.is_some())
                 .bind(patch.model.clone().flatten())
                 .bind(DbTime(now()))
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writer())
                 .await?)
             }
 
@@ -271,7 +273,7 @@ macro_rules! impl_sql_store {
                 let deleted = sqlx::query("DELETE FROM sessions WHERE id = $1 AND user_id = $2")
                     .bind(session_id)
                     .bind(user_id)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(deleted.rows_affected() > 0)
             }
@@ -374,7 +376,7 @@ macro_rules! impl_sql_store {
                 let updated = sqlx::query("UPDATE users SET is_admin = $2 WHERE email = $1")
                     .bind(email)
                     .bind(is_admin)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(updated.rows_affected() > 0)
             }
@@ -383,7 +385,7 @@ macro_rules! impl_sql_store {
                 let updated = sqlx::query("UPDATE users SET token_quota = $2 WHERE id = $1")
                     .bind(user_id)
                     .bind(quota)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(updated.rows_affected() > 0)
             }

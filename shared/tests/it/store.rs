@@ -57,6 +57,7 @@ conformance!(
     recent_messages_are_the_newest_in_order,
     a_question_is_stored_and_asked_with_its_history,
     standing_and_session_are_read_together,
+    a_question_is_asked_only_within_the_quota,
     long_histories_read_past_a_one_megabyte_page,
     refresh_tokens_rotate_once_and_reuse_revokes_the_family,
     expired_and_revoked_refresh_tokens_are_invalid,
@@ -551,6 +552,136 @@ async fn standing_and_session_are_read_together(store: Db) {
             .unwrap(),
         None
     );
+}
+
+async fn a_question_is_asked_only_within_the_quota(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let stranger = user(&store, "stranger@example.com").await;
+    let id = session(&store, owner, "mine").await;
+    let patch = SessionPatch {
+        system_prompt: Some(Some("Be brief.".into())),
+        model: Some(Some("small".into())),
+        ..SessionPatch::default()
+    };
+    store.update_session(owner, id, &patch).await.unwrap();
+    store
+        .append_message(
+            owner,
+            id,
+            &text(Role::Assistant, "a"),
+            Some(&usage_on("2026-11-27", "m", 10, 5)),
+        )
+        .await
+        .unwrap();
+    let written = |store: Db| async move {
+        let count = store
+            .find_session(owner, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .message_count;
+        (count, store.list_messages(id).await.unwrap().len())
+    };
+
+    // Below the deployment's quota: stored, with its history and the
+    // standing it was judged by.
+    let (standing, asked) = store
+        .ask(owner, "2026-11", id, &text(Role::User, "q"), 3, Some(16))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (standing.email.as_str(), standing.used_tokens),
+        ("owner@example.com", 15)
+    );
+    let asked = asked.expect("within the quota, the question is stored");
+    assert_eq!(
+        (asked.question.content.as_str(), asked.question.role),
+        ("q", Role::User)
+    );
+    let recent: Vec<_> = asked.recent.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(recent, ["a", "q"]);
+    assert_eq!(
+        store.list_messages(id).await.unwrap().last(),
+        Some(&asked.question)
+    );
+    assert_eq!(
+        (asked.session.id, asked.session.title.as_str()),
+        (id, "mine")
+    );
+    assert_eq!(
+        (
+            asked.session.system_prompt.as_deref(),
+            asked.session.model.as_deref()
+        ),
+        (Some("Be brief."), Some("small"))
+    );
+    assert_eq!(written(store.clone()).await, (2, 2));
+
+    // Each refusal returns the standing and writes nothing: the deployment's
+    // quota reached, the user's own reached, someone else's session, no such
+    // session.
+    let refusals = [
+        (owner, id, None, Some(15)),
+        (stranger, id, None, None),
+        (owner, id + 1_000, None, None),
+    ];
+    for (asker, session_id, own, default) in
+        refusals.into_iter().chain([(owner, id, Some(15), None)])
+    {
+        assert!(store.set_token_quota(owner, own).await.unwrap());
+        let (standing, asked) = store
+            .ask(
+                asker,
+                "2026-11",
+                session_id,
+                &text(Role::User, "no"),
+                3,
+                default,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(asked, None, "{asker} {session_id} {own:?} {default:?}");
+        assert_eq!(
+            standing,
+            store.standing(asker, "2026-11").await.unwrap().unwrap()
+        );
+        assert_eq!(written(store.clone()).await, (2, 2));
+    }
+
+    // The user's own quota outranks the deployment's; another month's usage
+    // does not count against this one.
+    assert!(store.set_token_quota(owner, Some(1_000)).await.unwrap());
+    let (_, asked) = store
+        .ask(owner, "2026-11", id, &text(Role::User, "own"), 3, Some(15))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(asked.is_some());
+    assert!(store.set_token_quota(owner, Some(15)).await.unwrap());
+    let (standing, asked) = store
+        .ask(owner, "2026-12", id, &text(Role::User, "december"), 3, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((standing.used_tokens, asked.is_some()), (0, true));
+    assert_eq!(written(store.clone()).await, (4, 4));
+
+    // An account that no longer exists.
+    let gone = store
+        .ask(
+            owner + 1_000,
+            "2026-11",
+            id,
+            &text(Role::User, "ghost"),
+            3,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone, None);
+    assert_eq!(written(store).await, (4, 4));
 }
 
 /// DynamoDB answers a query at most 1 MB at a time; a session holding more
