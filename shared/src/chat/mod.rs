@@ -15,7 +15,9 @@ use crate::{
     error::{ApiError, FieldError, Result},
     llm::{ChatRequest, ProviderError, Usage, tokens},
     state::AppState,
-    store::{Asked, Message, MessageStatus, NewMessage, NewSession, Role, UsageRecord},
+    store::{
+        Asked, Conversation, Message, MessageStatus, NewMessage, NewSession, Role, UsageRecord,
+    },
 };
 
 pub use generation::{GenerationEvent, spawn_generation};
@@ -91,53 +93,33 @@ pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<E
         content: input.message,
         status: MessageStatus::Complete,
     };
-    let history = i64::from(state.settings.llm.history_max_messages);
+    let conversation = match input.session_id {
+        Some(id) => Conversation::Existing(id),
+        None => Conversation::New(NewSession {
+            title: title_from_message(&question.content),
+            ..NewSession::default()
+        }),
+    };
+    let (standing, asked) = state
+        .store
+        .ask(
+            user_id,
+            &month_of(now),
+            &conversation,
+            &question,
+            i64::from(state.settings.llm.history_max_messages),
+            state.settings.limits.monthly_token_quota,
+        )
+        .await?
+        // A valid token for an account that no longer exists.
+        .ok_or(ApiError::Unauthorized)?;
+    quota::ensure_within(state, &standing, now)?;
+    // Within the quota, nothing stored: the session is not the user's.
     let Asked {
         session,
         question: user_message,
         recent,
-    } = match input.session_id {
-        Some(session_id) => {
-            let (standing, asked) = state
-                .store
-                .ask(
-                    user_id,
-                    &month_of(now),
-                    session_id,
-                    &question,
-                    history,
-                    state.settings.limits.monthly_token_quota,
-                )
-                .await?
-                // A valid token for an account that no longer exists.
-                .ok_or(ApiError::Unauthorized)?;
-            quota::ensure_within(state, &standing, now)?;
-            // Within the quota, nothing stored: the session is not the user's.
-            asked.ok_or(ApiError::SessionNotFound)?
-        }
-        None => {
-            let (standing, _) = state
-                .store
-                .standing_and_session(user_id, &month_of(now), None)
-                .await?
-                .ok_or(ApiError::Unauthorized)?;
-            quota::ensure_within(state, &standing, now)?;
-            let new = NewSession {
-                title: title_from_message(&question.content),
-                ..NewSession::default()
-            };
-            let session = state.store.create_session(user_id, &new).await?;
-            let (user_message, recent) = state
-                .store
-                .append_question(user_id, session.id, &question, history)
-                .await?;
-            Asked {
-                session,
-                question: user_message,
-                recent,
-            }
-        }
-    };
+    } = asked.ok_or(ApiError::SessionNotFound)?;
     tracing::Span::current().record("session_id", session.id);
 
     let llm = &state.settings.llm;

@@ -204,6 +204,13 @@ impl Standing {
     }
 }
 
+/// Where a question goes: a session of the user's, or a new one.
+#[derive(Debug, Clone)]
+pub enum Conversation {
+    Existing(i64),
+    New(NewSession),
+}
+
 /// A question stored in its session, with what the provider is to be asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asked {
@@ -318,7 +325,7 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the user's question as `append_message` does (no usage yet) and
     /// returns it with the session's newest `history` messages up to it,
     /// oldest first, the question last: what the provider is to be asked.
-    /// Postgres does both in one statement; the default asks for each.
+    /// `ask` does this within the quota; this is its default's second step.
     async fn append_question(
         &self,
         user_id: i64,
@@ -333,33 +340,40 @@ pub trait Store: Send + Sync + 'static {
         Ok((stored, recent))
     }
 
-    /// An exchange's first step in an existing session: the user's standing in
-    /// `month` and, only when the month's tokens are below the quota (the
-    /// user's own, else `default_quota`) and the session is the user's, the
-    /// question stored as `append_question` stores it. `None` when the user no
-    /// longer exists; no `Asked` means nothing was written. One statement on
-    /// Postgres, so the provider is asked after one round trip; the default
-    /// asks for each.
+    /// An exchange's first step: the user's standing in `month` and, only
+    /// when the month's tokens are below the quota (the user's own, else
+    /// `default_quota`) and the session is the user's (or is to be new), the
+    /// question stored as `append_question` stores it. `None` when the user
+    /// no longer exists; no `Asked` means nothing was written. One statement
+    /// on Postgres, so the provider is asked after one round trip; the
+    /// default asks for each.
     async fn ask(
         &self,
         user_id: i64,
         month: &str,
-        session_id: i64,
+        conversation: &Conversation,
         question: &NewMessage,
         history: i64,
         default_quota: Option<i64>,
     ) -> StoreResult<Option<(Standing, Option<Asked>)>> {
-        let Some((standing, session)) = self
-            .standing_and_session(user_id, month, Some(session_id))
-            .await?
+        let existing = match conversation {
+            Conversation::Existing(id) => Some(*id),
+            Conversation::New(_) => None,
+        };
+        let Some((standing, found)) = self.standing_and_session(user_id, month, existing).await?
         else {
             return Ok(None);
         };
-        let Some(session) = session.filter(|_| standing.within(default_quota)) else {
+        if !standing.within(default_quota) {
             return Ok(Some((standing, None)));
+        }
+        let session = match (conversation, found) {
+            (Conversation::Existing(_), Some(session)) => session,
+            (Conversation::Existing(_), None) => return Ok(Some((standing, None))),
+            (Conversation::New(new), _) => self.create_session(user_id, new).await?,
         };
         let (question, recent) = self
-            .append_question(user_id, session_id, question, history)
+            .append_question(user_id, session.id, question, history)
             .await?;
         let asked = Asked {
             session,
@@ -375,7 +389,7 @@ pub trait Store: Send + Sync + 'static {
     /// The user's admin flag, quota and tokens used in `month` (`YYYY-MM`);
     /// `None` when the user no longer exists.
     async fn standing(&self, user_id: i64, month: &str) -> StoreResult<Option<Standing>>;
-    /// What an exchange reads before it writes anything: the user's standing
+    /// What `ask`'s default reads before it writes anything: the user's standing
     /// in `month` and, when `session_id` is given, that session if it is the
     /// user's. `None` when the user no longer exists. One query on the SQL
     /// stores; the default asks for each.

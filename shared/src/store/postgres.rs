@@ -10,9 +10,9 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use super::{
-    Asked, DailyUsage, Message, MonthlyUsage, NewMessage, NewRefreshToken, NewSession, Rotation,
-    Session, SessionPatch, Standing, StoreError, StoreResult, UsageRecord, User, UserCredentials,
-    UserOverview, now, sql, timestamp::DbTime,
+    Asked, Conversation, DailyUsage, Message, MonthlyUsage, NewMessage, NewRefreshToken,
+    NewSession, Rotation, Session, SessionPatch, Standing, StoreError, StoreResult, UsageRecord,
+    User, UserCredentials, UserOverview, now, sql, timestamp::DbTime,
 };
 use crate::config::DbSettings;
 
@@ -87,55 +87,87 @@ impl PostgresStore {
     }
 }
 
-/// Every append starts alike: $1 session, $2 user, $3 now, $4-$7 the message
-/// (role, content, tokens, status). `bumped` is the session when it is the
-/// user's, `stored` the message, stored only then. `$before`: CTEs ahead of
-/// the bump; `$only_if`: a further condition for it; `$returning`: more of the
-/// session's columns.
-macro_rules! bump_and_store {
-    () => {
-        bump_and_store!("", "", "")
-    };
-    ($before:literal, $only_if:literal, $returning:literal) => {
+/// The user's session $1 (the user $2), bumped at $3; nothing when it is
+/// not theirs or `$only_if` fails. `$returning`: more of its columns.
+macro_rules! bump_session {
+    ($only_if:expr, $returning:expr) => {
         concat!(
-            "WITH ",
-            $before,
             "bumped AS ( \
                 UPDATE sessions SET message_count = message_count + 1, updated_at = $3 \
                 WHERE id = $1 AND user_id = $2 ",
             $only_if,
             " RETURNING id",
             $returning,
-            " \
-            ), stored AS ( \
-                INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
-                SELECT id, $4, $5, $6, $7, $3 FROM bumped \
-                RETURNING id, role, content, tokens, status, created_at \
-            )"
+            " )"
         )
     };
 }
 
-/// After `bump_and_store!`, $8 how many earlier messages to recall: the
-/// question, and its history as the statement's snapshot holds it, so a
-/// message another request stores meanwhile belongs to that request's
-/// exchange, not to this one. `asked` tells the question from its history;
-/// nothing comes back when nothing was stored.
-macro_rules! question_and_history {
-    () => {
-        "SELECT true AS asked, id, role, content, tokens, status, created_at FROM stored \
-        UNION ALL ( \
-            SELECT false, id, role, content, tokens, status, created_at FROM messages \
-            WHERE session_id = $1 AND EXISTS (SELECT 1 FROM bumped) \
-            ORDER BY id DESC LIMIT $8 \
-        )"
+/// The message $4-$7 (role, content, tokens, status) at $3, stored in the
+/// session the CTE `$session` holds, and only when it holds one.
+macro_rules! store_message {
+    ($session:literal) => {
+        concat!(
+            "stored AS ( \
+                INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
+                SELECT id, $4, $5, $6, $7, $3 FROM ",
+            $session,
+            " RETURNING id, role, content, tokens, status, created_at )"
+        )
     };
 }
 
-/// $1-$7 as `bump_and_store!`; $8-$12 the usage (month, model, prompt and
-/// completion tokens, day), all NULL for a user's message.
+/// The user $2's standing in month $9: what the quota is judged by.
+macro_rules! standing {
+    () => {
+        "standing AS ( \
+            SELECT u.email, u.is_admin, u.token_quota, CAST(COALESCE(( \
+                SELECT SUM(prompt_tokens + completion_tokens) FROM usage_monthly \
+                WHERE user_id = u.id AND month = $9), 0) AS BIGINT) AS used_tokens \
+            FROM users u WHERE u.id = $2 )"
+    };
+}
+
+/// Of `standing`: its tokens are below the quota, the user's own, else $10;
+/// neither is unlimited. `Standing::within` in SQL.
+macro_rules! within_quota {
+    () => {
+        "(COALESCE(token_quota, $10) IS NULL OR used_tokens < COALESCE(token_quota, $10))"
+    };
+}
+
+/// The session columns beside `id`.
+macro_rules! session_columns {
+    () => {
+        "title, system_prompt, model, message_count, created_at, updated_at"
+    };
+}
+
+/// An ask's rows: the standing, with the session (`$session`) and the
+/// `exchange` messages when the question was stored. One row per message;
+/// one without a session when nothing was stored; none when the user does
+/// not exist.
+macro_rules! asked_rows {
+    ($session:literal) => {
+        concat!(
+            "SELECT s.email, s.is_admin, s.token_quota, s.used_tokens, \
+                c.id AS session_id, c.title, c.system_prompt, c.model, c.message_count, \
+                c.created_at AS session_created_at, c.updated_at, \
+                e.asked, e.id, e.role, e.content, e.tokens, e.status, e.created_at \
+            FROM standing s LEFT JOIN ",
+            $session,
+            " c ON true LEFT JOIN exchange e ON true"
+        )
+    };
+}
+
+/// $1-$7 as `bump_session!` and `store_message!`; $8-$12 the usage (month,
+/// model, prompt and completion tokens, day), all NULL for a user's message.
 const APPEND_MESSAGE: &str = concat!(
-    bump_and_store!(),
+    "WITH ",
+    bump_session!("", ""),
+    ", ",
+    store_message!("bumped"),
     ", monthly AS ( \
         INSERT INTO usage_monthly (user_id, month, model, prompt_tokens, completion_tokens, requests) \
         SELECT $2, $8, $9, $10, $11, 1 FROM bumped WHERE $9::text IS NOT NULL \
@@ -154,35 +186,55 @@ const APPEND_MESSAGE: &str = concat!(
     SELECT id, role, content, tokens, status, created_at FROM stored"
 );
 
-/// $1-$7 as `bump_and_store!` (the question), $8 as `question_and_history!`;
-/// stored as APPEND_MESSAGE stores a message without usage.
-const APPEND_QUESTION: &str = concat!(bump_and_store!(), " ", question_and_history!());
-
-/// APPEND_QUESTION, but only while the user's tokens in month $9 are below
-/// the quota (their own, else $10; neither: unlimited), with the standing
-/// the quota was judged by and the session's columns. One row per message
-/// recalled; one row with no session when nothing was stored; none when the
-/// user does not exist.
+/// A question ($4-$7) in the user's session $1, stored as APPEND_MESSAGE
+/// stores a message without usage, only within the quota (month $9, default
+/// $10), with the $8 messages before it. The history is what the statement's
+/// snapshot holds, so a message another request stores meanwhile belongs to
+/// that request's exchange, not to this one; `asked` tells the question
+/// from it.
 const ASK: &str = concat!(
-    bump_and_store!(
-        "standing AS ( \
-            SELECT u.email, u.is_admin, u.token_quota, CAST(COALESCE(( \
-                SELECT SUM(prompt_tokens + completion_tokens) FROM usage_monthly \
-                WHERE user_id = u.id AND month = $9), 0) AS BIGINT) AS used_tokens \
-            FROM users u WHERE u.id = $2 \
-        ), ",
-        "AND EXISTS (SELECT 1 FROM standing \
-            WHERE COALESCE(token_quota, $10) IS NULL OR used_tokens < COALESCE(token_quota, $10))",
-        ", title, system_prompt, model, message_count, created_at, updated_at"
+    "WITH ",
+    standing!(),
+    ", ",
+    bump_session!(
+        concat!(
+            "AND EXISTS (SELECT 1 FROM standing WHERE ",
+            within_quota!(),
+            ")"
+        ),
+        concat!(", ", session_columns!())
     ),
-    ", exchange AS (",
-    question_and_history!(),
-    ") \
-    SELECT s.email, s.is_admin, s.token_quota, s.used_tokens, \
-        b.id AS session_id, b.title, b.system_prompt, b.model, b.message_count, \
-        b.created_at AS session_created_at, b.updated_at, \
-        e.asked, e.id, e.role, e.content, e.tokens, e.status, e.created_at \
-    FROM standing s LEFT JOIN bumped b ON true LEFT JOIN exchange e ON true"
+    ", ",
+    store_message!("bumped"),
+    ", exchange AS ( \
+        SELECT true AS asked, id, role, content, tokens, status, created_at FROM stored \
+        UNION ALL ( \
+            SELECT false, id, role, content, tokens, status, created_at FROM messages \
+            WHERE session_id = $1 AND EXISTS (SELECT 1 FROM bumped) \
+            ORDER BY id DESC LIMIT $8 \
+        ) \
+    ) ",
+    asked_rows!("bumped")
+);
+
+/// A question ($4-$7) in a new session of the user's (title $1, system
+/// prompt $8, model $11), both stored only within the quota (month $9,
+/// default $10). The session counts its question from the start.
+const ASK_NEW: &str = concat!(
+    "WITH ",
+    standing!(),
+    ", created AS ( \
+        INSERT INTO sessions (user_id, title, system_prompt, model, message_count, created_at, updated_at) \
+        SELECT $2, $1, $8, $11, 1, $3, $3 FROM standing WHERE ",
+    within_quota!(),
+    " RETURNING id, ",
+    session_columns!(),
+    " ), ",
+    store_message!("created"),
+    ", exchange AS ( \
+        SELECT true AS asked, id, role, content, tokens, status, created_at FROM stored \
+    ) ",
+    asked_rows!("created")
 );
 
 #[derive(sqlx::FromRow)]
@@ -192,96 +244,80 @@ struct Recalled {
     message: Message,
 }
 
-/// The question and the history before it, oldest first, from the rows of
-/// `question_and_history!`; none asked means nothing was stored.
-fn question_and_history(rows: Vec<Recalled>, history: i64) -> Option<(Message, Vec<Message>)> {
+/// An ask's outcome from its rows (`asked_rows!`).
+fn asked_from(rows: &[PgRow], history: i64) -> StoreResult<Option<(Standing, Option<Asked>)>> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let standing = Standing::from_row(first)?;
+    let Some(id) = first.try_get::<Option<i64>, _>("session_id")? else {
+        return Ok(Some((standing, None)));
+    };
+    // The session's columns are named apart from the message's.
+    let session = Session {
+        id,
+        title: first.try_get("title")?,
+        system_prompt: first.try_get("system_prompt")?,
+        model: first.try_get("model")?,
+        message_count: first.try_get("message_count")?,
+        created_at: first.try_get("session_created_at")?,
+        updated_at: first.try_get("updated_at")?,
+    };
+    let rows = rows
+        .iter()
+        .map(Recalled::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let (asked, mut recent): (Vec<_>, Vec<_>) = rows.into_iter().partition(|row| row.asked);
-    let stored = asked.into_iter().next()?.message;
+    let question = asked
+        .into_iter()
+        .next()
+        .ok_or(StoreError::SessionNotFound)?
+        .message;
     recent.sort_by_key(|row| row.message.id);
     let mut recent: Vec<Message> = recent.into_iter().map(|row| row.message).collect();
     if history > 0 {
-        recent.push(stored.clone());
+        recent.push(question.clone());
     }
-    Some((stored, recent))
-}
-
-/// The session's columns of an ASK row, named apart from the message's.
-fn asked_session(row: &PgRow, id: i64) -> Result<Session, sqlx::Error> {
-    Ok(Session {
-        id,
-        title: row.try_get("title")?,
-        system_prompt: row.try_get("system_prompt")?,
-        model: row.try_get("model")?,
-        message_count: row.try_get("message_count")?,
-        created_at: row.try_get("session_created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+    let asked = Asked {
+        session,
+        question,
+        recent,
+    };
+    Ok(Some((standing, Some(asked))))
 }
 
 sql::impl_sql_store!(PostgresStore, {
-    async fn append_question(
-        &self,
-        user_id: i64,
-        session_id: i64,
-        question: &NewMessage,
-        history: i64,
-    ) -> StoreResult<(Message, Vec<Message>)> {
-        let rows: Vec<Recalled> = sqlx::query_as(APPEND_QUESTION)
-            .bind(session_id)
-            .bind(user_id)
-            .bind(DbTime(now()))
-            .bind(question.role.as_str())
-            .bind(&question.content)
-            .bind(question.tokens)
-            .bind(question.status.as_str())
-            // The question itself is one of the `history` messages.
-            .bind((history - 1).max(0))
-            .fetch_all(&self.pool)
-            .await?;
-        question_and_history(rows, history).ok_or(StoreError::SessionNotFound)
-    }
-
     async fn ask(
         &self,
         user_id: i64,
         month: &str,
-        session_id: i64,
+        conversation: &Conversation,
         question: &NewMessage,
         history: i64,
         default_quota: Option<i64>,
     ) -> StoreResult<Option<(Standing, Option<Asked>)>> {
-        let rows = sqlx::query(ASK)
-            .bind(session_id)
-            .bind(user_id)
-            .bind(DbTime(now()))
-            .bind(question.role.as_str())
-            .bind(&question.content)
-            .bind(question.tokens)
-            .bind(question.status.as_str())
-            .bind((history - 1).max(0))
-            .bind(month)
-            .bind(default_quota)
-            .fetch_all(&self.pool)
-            .await?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
+        let query = match conversation {
+            Conversation::Existing(id) => sqlx::query(ASK).bind(*id),
+            Conversation::New(new) => sqlx::query(ASK_NEW).bind(&new.title),
+        }
+        .bind(user_id)
+        .bind(DbTime(now()))
+        .bind(question.role.as_str())
+        .bind(&question.content)
+        .bind(question.tokens)
+        .bind(question.status.as_str());
+        let query = match conversation {
+            // The question itself is one of the `history` messages.
+            Conversation::Existing(_) => query.bind((history - 1).max(0)),
+            Conversation::New(new) => query.bind(new.system_prompt.as_deref()),
+        }
+        .bind(month)
+        .bind(default_quota);
+        let query = match conversation {
+            Conversation::Existing(_) => query,
+            Conversation::New(new) => query.bind(new.model.as_deref()),
         };
-        let standing = Standing::from_row(first)?;
-        let Some(id) = first.try_get::<Option<i64>, _>("session_id")? else {
-            return Ok(Some((standing, None)));
-        };
-        let session = asked_session(first, id)?;
-        let recalled = rows
-            .iter()
-            .map(Recalled::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let (question, recent) =
-            question_and_history(recalled, history).ok_or(StoreError::SessionNotFound)?;
-        let asked = Asked {
-            session,
-            question,
-            recent,
-        };
-        Ok(Some((standing, Some(asked))))
+        let rows = query.fetch_all(&self.pool).await?;
+        asked_from(&rows, history)
     }
 });

@@ -3,6 +3,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use chat_core::store::{
+    Conversation::{self, Existing},
     MessageStatus, NewMessage, NewRefreshToken, NewSession, Role, Rotation, SessionPatch, Store,
     StoreError, UsageRecord,
 };
@@ -586,7 +587,14 @@ async fn a_question_is_asked_only_within_the_quota(store: Db) {
     // Below the deployment's quota: stored, with its history and the
     // standing it was judged by.
     let (standing, asked) = store
-        .ask(owner, "2026-11", id, &text(Role::User, "q"), 3, Some(16))
+        .ask(
+            owner,
+            "2026-11",
+            &Existing(id),
+            &text(Role::User, "q"),
+            3,
+            Some(16),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -634,7 +642,7 @@ async fn a_question_is_asked_only_within_the_quota(store: Db) {
             .ask(
                 asker,
                 "2026-11",
-                session_id,
+                &Existing(session_id),
                 &text(Role::User, "no"),
                 3,
                 default,
@@ -654,14 +662,28 @@ async fn a_question_is_asked_only_within_the_quota(store: Db) {
     // does not count against this one.
     assert!(store.set_token_quota(owner, Some(1_000)).await.unwrap());
     let (_, asked) = store
-        .ask(owner, "2026-11", id, &text(Role::User, "own"), 3, Some(15))
+        .ask(
+            owner,
+            "2026-11",
+            &Existing(id),
+            &text(Role::User, "own"),
+            3,
+            Some(15),
+        )
         .await
         .unwrap()
         .unwrap();
     assert!(asked.is_some());
     assert!(store.set_token_quota(owner, Some(15)).await.unwrap());
     let (standing, asked) = store
-        .ask(owner, "2026-12", id, &text(Role::User, "december"), 3, None)
+        .ask(
+            owner,
+            "2026-12",
+            &Existing(id),
+            &text(Role::User, "december"),
+            3,
+            None,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -673,7 +695,7 @@ async fn a_question_is_asked_only_within_the_quota(store: Db) {
         .ask(
             owner + 1_000,
             "2026-11",
-            id,
+            &Existing(id),
             &text(Role::User, "ghost"),
             3,
             None,
@@ -681,7 +703,51 @@ async fn a_question_is_asked_only_within_the_quota(store: Db) {
         .await
         .unwrap();
     assert_eq!(gone, None);
-    assert_eq!(written(store).await, (4, 4));
+    assert_eq!(written(store.clone()).await, (4, 4));
+
+    // A new conversation: the session and its question, created together,
+    // and neither beyond the quota.
+    let new = Conversation::New(NewSession {
+        title: "fresh".into(),
+        system_prompt: Some("Be kind.".into()),
+        model: None,
+    });
+    let before = store.list_sessions(owner, 100, 0).await.unwrap().len();
+    let (_, asked) = store
+        .ask(owner, "2026-11", &new, &text(Role::User, "hello"), 3, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(asked, None, "the owner's own quota of 15 is used up");
+    assert_eq!(
+        store.list_sessions(owner, 100, 0).await.unwrap().len(),
+        before
+    );
+    let (_, asked) = store
+        .ask(owner, "2026-12", &new, &text(Role::User, "hello"), 3, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let asked = asked.expect("a new month, a new conversation");
+    let created = store
+        .find_session(owner, asked.session.id)
+        .await
+        .unwrap()
+        .expect("the new session is the owner's");
+    assert_eq!(
+        (
+            created.title.as_str(),
+            created.system_prompt.as_deref(),
+            created.message_count
+        ),
+        ("fresh", Some("Be kind."), 1)
+    );
+    assert_eq!(asked.session.system_prompt.as_deref(), Some("Be kind."));
+    assert_eq!(asked.recent, std::slice::from_ref(&asked.question));
+    assert_eq!(
+        store.list_messages(asked.session.id).await.unwrap(),
+        asked.recent
+    );
 }
 
 /// DynamoDB answers a query at most 1 MB at a time; a session holding more
