@@ -3,9 +3,10 @@
 use std::{collections::HashSet, sync::Arc};
 
 use chat_core::store::{
+    Asked,
     Conversation::{self, Existing},
-    MessageStatus, NewMessage, NewRefreshToken, NewSession, Role, Rotation, SessionPatch, Store,
-    StoreError, UsageRecord,
+    MessageStatus, NewMessage, NewRefreshToken, NewSession, Role, Rotation, SessionPatch, Standing,
+    Store, StoreError, UsageRecord,
 };
 use futures::future::join_all;
 use time::{Duration, OffsetDateTime};
@@ -555,6 +556,29 @@ async fn standing_and_session_are_read_together(store: Db) {
     );
 }
 
+/// `Store::ask` with a user's question and a history of 3; `None` when the
+/// user does not exist.
+async fn ask(
+    store: &Db,
+    user_id: i64,
+    month: &str,
+    conversation: &Conversation,
+    question: &str,
+    default_quota: Option<i64>,
+) -> Option<(Standing, Option<Asked>)> {
+    store
+        .ask(
+            user_id,
+            month,
+            conversation,
+            &text(Role::User, question),
+            3,
+            default_quota,
+        )
+        .await
+        .expect("ask")
+}
+
 async fn a_question_is_asked_only_within_the_quota(store: Db) {
     let owner = user(&store, "owner@example.com").await;
     let stranger = user(&store, "stranger@example.com").await;
@@ -586,17 +610,8 @@ async fn a_question_is_asked_only_within_the_quota(store: Db) {
 
     // Below the deployment's quota: stored, with its history and the
     // standing it was judged by.
-    let (standing, asked) = store
-        .ask(
-            owner,
-            "2026-11",
-            &Existing(id),
-            &text(Role::User, "q"),
-            3,
-            Some(16),
-        )
+    let (standing, asked) = ask(&store, owner, "2026-11", &Existing(id), "q", Some(16))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(
         (standing.email.as_str(), standing.used_tokens),
@@ -638,18 +653,16 @@ async fn a_question_is_asked_only_within_the_quota(store: Db) {
         refusals.into_iter().chain([(owner, id, Some(15), None)])
     {
         assert!(store.set_token_quota(owner, own).await.unwrap());
-        let (standing, asked) = store
-            .ask(
-                asker,
-                "2026-11",
-                &Existing(session_id),
-                &text(Role::User, "no"),
-                3,
-                default,
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let (standing, asked) = ask(
+            &store,
+            asker,
+            "2026-11",
+            &Existing(session_id),
+            "no",
+            default,
+        )
+        .await
+        .unwrap();
         assert_eq!(asked, None, "{asker} {session_id} {own:?} {default:?}");
         assert_eq!(
             standing,
@@ -661,47 +674,27 @@ async fn a_question_is_asked_only_within_the_quota(store: Db) {
     // The user's own quota outranks the deployment's; another month's usage
     // does not count against this one.
     assert!(store.set_token_quota(owner, Some(1_000)).await.unwrap());
-    let (_, asked) = store
-        .ask(
-            owner,
-            "2026-11",
-            &Existing(id),
-            &text(Role::User, "own"),
-            3,
-            Some(15),
-        )
+    let (_, asked) = ask(&store, owner, "2026-11", &Existing(id), "own", Some(15))
         .await
-        .unwrap()
         .unwrap();
     assert!(asked.is_some());
     assert!(store.set_token_quota(owner, Some(15)).await.unwrap());
-    let (standing, asked) = store
-        .ask(
-            owner,
-            "2026-12",
-            &Existing(id),
-            &text(Role::User, "december"),
-            3,
-            None,
-        )
+    let (standing, asked) = ask(&store, owner, "2026-12", &Existing(id), "december", None)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!((standing.used_tokens, asked.is_some()), (0, true));
     assert_eq!(written(store.clone()).await, (4, 4));
 
     // An account that no longer exists.
-    let gone = store
-        .ask(
-            owner + 1_000,
-            "2026-11",
-            &Existing(id),
-            &text(Role::User, "ghost"),
-            3,
-            None,
-        )
-        .await
-        .unwrap();
+    let gone = ask(
+        &store,
+        owner + 1_000,
+        "2026-11",
+        &Existing(id),
+        "ghost",
+        None,
+    )
+    .await;
     assert_eq!(gone, None);
     assert_eq!(written(store.clone()).await, (4, 4));
 
@@ -713,20 +706,16 @@ async fn a_question_is_asked_only_within_the_quota(store: Db) {
         model: None,
     });
     let before = store.list_sessions(owner, 100, 0).await.unwrap().len();
-    let (_, asked) = store
-        .ask(owner, "2026-11", &new, &text(Role::User, "hello"), 3, None)
+    let (_, asked) = ask(&store, owner, "2026-11", &new, "hello", None)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(asked, None, "the owner's own quota of 15 is used up");
     assert_eq!(
         store.list_sessions(owner, 100, 0).await.unwrap().len(),
         before
     );
-    let (_, asked) = store
-        .ask(owner, "2026-12", &new, &text(Role::User, "hello"), 3, None)
+    let (_, asked) = ask(&store, owner, "2026-12", &new, "hello", None)
         .await
-        .unwrap()
         .unwrap();
     let asked = asked.expect("a new month, a new conversation");
     let created = store
