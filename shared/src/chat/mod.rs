@@ -125,7 +125,7 @@ pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<E
     let llm = &state.settings.llm;
     let turns = context::fit(
         session.system_prompt.as_deref(),
-        &recent,
+        recent,
         i64::from(llm.history_max_tokens),
     );
     let model = input

@@ -1,26 +1,39 @@
 //! Anthropic's Messages API.
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use eventsource_stream::Event;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{
-    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, Usage, alternating,
-    http, until_first_token,
+    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, SentTurn, Usage,
+    alternating, http, until_first_token,
 };
-use crate::{config::AnthropicSettings, store::Role};
+use crate::config::AnthropicSettings;
 
 /// The API version this client speaks.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 pub struct AnthropicProvider {
     client: reqwest::Client,
-    url: String,
+    /// Parsed once: reqwest would parse a string on every request.
+    url: reqwest::Url,
     api_key: Option<SecretString>,
     model: String,
     max_tokens: u32,
+}
+
+/// A Messages API request, borrowing the chat request's text.
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a str>,
+    messages: Vec<SentTurn<'a>>,
+    stream: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,43 +72,31 @@ struct WireBlock {
 }
 
 impl AnthropicProvider {
-    pub fn new(settings: &AnthropicSettings, client: reqwest::Client) -> Self {
-        Self {
+    pub fn new(settings: &AnthropicSettings, client: reqwest::Client) -> anyhow::Result<Self> {
+        let url = format!("{}/v1/messages", settings.base_url);
+        Ok(Self {
             client,
-            url: format!("{}/v1/messages", settings.base_url),
+            url: url.parse().with_context(|| format!("{url} is not a URL"))?,
             api_key: settings.api_key.clone(),
             model: settings.model.clone(),
             max_tokens: settings.max_tokens,
+        })
+    }
+
+    fn body<'a>(&self, request: &'a ChatRequest, stream: bool) -> WireRequest<'a> {
+        WireRequest {
+            model: &request.model,
+            max_tokens: self.max_tokens,
+            system: request.system.as_deref(),
+            messages: alternating(&request.turns),
+            stream,
         }
     }
 
-    fn body(&self, request: &ChatRequest, stream: bool) -> Value {
-        let messages: Vec<Value> = alternating(&request.turns)
-            .into_iter()
-            .map(|turn| {
-                let role = match turn.role {
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                };
-                json!({ "role": role, "content": turn.content })
-            })
-            .collect();
-        let mut body = json!({
-            "model": request.model,
-            "max_tokens": self.max_tokens,
-            "messages": messages,
-            "stream": stream,
-        });
-        if let Some(system) = &request.system {
-            body["system"] = json!(system);
-        }
-        body
-    }
-
-    async fn send(&self, body: &Value) -> Result<reqwest::Response, ProviderError> {
+    async fn send(&self, body: &WireRequest<'_>) -> Result<reqwest::Response, ProviderError> {
         let mut request = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .header("anthropic-version", ANTHROPIC_VERSION)
             .json(body);
         if let Some(key) = &self.api_key {

@@ -18,7 +18,7 @@ mod retry;
 pub mod tokens;
 mod vocabulary_layout;
 
-use std::{sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
@@ -189,22 +189,35 @@ pub trait Provider: Send + Sync + 'static {
 /// followed by the next question, and an answer can be empty. Empty turns are
 /// dropped, consecutive turns of one role joined, and anything before the first
 /// user turn dropped.
-pub fn alternating(turns: &[Turn]) -> Vec<Turn> {
-    let mut result: Vec<Turn> = Vec::with_capacity(turns.len());
+pub fn alternating(turns: &[Turn]) -> Vec<SentTurn<'_>> {
+    let mut result: Vec<SentTurn<'_>> = Vec::with_capacity(turns.len());
     let kept = turns
         .iter()
         .filter(|turn| !turn.content.trim().is_empty())
         .skip_while(|turn| turn.role != Role::User);
     for turn in kept {
         match result.last_mut() {
-            Some(last) if last.role == turn.role => {
-                last.content.push_str("\n\n");
-                last.content.push_str(&turn.content);
+            Some(last) if last.role == turn.role.as_str() => {
+                let joined = last.content.to_mut();
+                joined.push_str("\n\n");
+                joined.push_str(&turn.content);
             }
-            _ => result.push(turn.clone()),
+            _ => result.push(SentTurn {
+                role: turn.role.as_str(),
+                content: Cow::Borrowed(&turn.content),
+            }),
         }
     }
     result
+}
+
+/// A turn as it is sent upstream, in the shape both OpenAI's and Anthropic's
+/// messages take. It borrows the request's text (copied only where two turns
+/// are joined), so a long history is not copied again for each body.
+#[derive(Debug, Serialize)]
+pub struct SentTurn<'a> {
+    pub role: &'static str,
+    pub content: Cow<'a, str>,
 }
 
 /// For functions that serve no chat route: nothing to build at a cold start.
@@ -258,8 +271,10 @@ fn build(settings: &LlmSettings, kind: ProviderKind) -> anyhow::Result<Arc<dyn P
     let client = || http::client(settings);
     let provider: Arc<dyn Provider> = match kind {
         ProviderKind::Mock => return Ok(Arc::new(MockProvider::new(settings.mock.clone()))),
-        ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(&settings.openai, client()?)),
-        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(&settings.anthropic, client()?)),
+        ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(&settings.openai, client()?)?),
+        ProviderKind::Anthropic => {
+            Arc::new(AnthropicProvider::new(&settings.anthropic, client()?)?)
+        }
     };
     Ok(Arc::new(Retrying::new(provider, settings)))
 }
@@ -287,8 +302,8 @@ mod tests {
             turn(Role::User, "fourth, after an empty answer"),
         ];
         let result = alternating(&turns);
-        let roles: Vec<Role> = result.iter().map(|turn| turn.role).collect();
-        assert_eq!(roles, [Role::User, Role::Assistant, Role::User]);
+        let roles: Vec<&str> = result.iter().map(|turn| turn.role).collect();
+        assert_eq!(roles, ["user", "assistant", "user"]);
         assert_eq!(
             result[0].content,
             "first question, whose answer failed\n\nsecond question"

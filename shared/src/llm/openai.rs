@@ -1,24 +1,41 @@
 //! OpenAI's Chat Completions API, which most compatible servers (Ollama, vLLM,
 //! llama.cpp's server, LiteLLM) also speak.
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use eventsource_stream::Event;
 use reqwest::header::AUTHORIZATION;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::{
-    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, Usage, alternating,
-    http, until_first_token,
+    ChatRequest, Chunk, Completion, Provider, ProviderError, ProviderStream, SentTurn, Usage,
+    alternating, http, until_first_token,
 };
-use crate::{config::OpenAiSettings, store::Role};
+use crate::config::OpenAiSettings;
 
 pub struct OpenAiProvider {
     client: reqwest::Client,
-    url: String,
+    /// Parsed once: reqwest would parse a string on every request.
+    url: reqwest::Url,
     api_key: Option<SecretString>,
     model: String,
+}
+
+/// A Chat Completions request, borrowing the chat request's text.
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: Vec<SentTurn<'a>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -73,42 +90,38 @@ struct WireDelta {
 }
 
 impl OpenAiProvider {
-    pub fn new(settings: &OpenAiSettings, client: reqwest::Client) -> Self {
-        Self {
+    pub fn new(settings: &OpenAiSettings, client: reqwest::Client) -> anyhow::Result<Self> {
+        let url = format!("{}/chat/completions", settings.base_url);
+        Ok(Self {
             client,
-            url: format!("{}/chat/completions", settings.base_url),
+            url: url.parse().with_context(|| format!("{url} is not a URL"))?,
             api_key: settings.api_key.clone(),
             model: settings.model.clone(),
-        }
+        })
     }
 
     /// The request body: the system prompt is the first message.
-    fn body(request: &ChatRequest, stream: bool) -> Value {
-        let system = request
-            .system
-            .iter()
-            .map(|system| json!({ "role": "system", "content": system }));
-        let turns = alternating(&request.turns).into_iter().map(|turn| {
-            let role = match turn.role {
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            };
-            json!({ "role": role, "content": turn.content })
+    fn body(request: &ChatRequest, stream: bool) -> WireRequest<'_> {
+        let system = request.system.as_deref().map(|system| SentTurn {
+            role: "system",
+            content: system.into(),
         });
-        let mut body = json!({
-            "model": request.model,
-            "messages": system.chain(turns).collect::<Vec<_>>(),
-            "stream": stream,
-        });
-        if stream {
+        WireRequest {
+            model: &request.model,
+            messages: system
+                .into_iter()
+                .chain(alternating(&request.turns))
+                .collect(),
+            stream,
             // Without this, OpenAI sends no usage on streams.
-            body["stream_options"] = json!({ "include_usage": true });
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
         }
-        body
     }
 
-    async fn send(&self, body: &Value) -> Result<reqwest::Response, ProviderError> {
-        let mut request = self.client.post(&self.url).json(body);
+    async fn send(&self, body: &WireRequest<'_>) -> Result<reqwest::Response, ProviderError> {
+        let mut request = self.client.post(self.url.clone()).json(body);
         if let Some(key) = &self.api_key {
             let bearer = format!("Bearer {}", key.expose_secret());
             request = request.header(
@@ -191,8 +204,10 @@ impl Provider for OpenAiProvider {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
-    use crate::llm::Turn;
+    use crate::{llm::Turn, store::Role};
 
     #[test]
     fn the_system_prompt_leads_the_messages() {
@@ -215,17 +230,15 @@ mod tests {
             ],
             deadline: None,
         };
-        let body = OpenAiProvider::body(&request, true);
+        let body = serde_json::to_value(OpenAiProvider::body(&request, true)).unwrap();
         assert_eq!(
             body["messages"][0],
             json!({ "role": "system", "content": "Be brief." })
         );
         assert_eq!(body["messages"].as_array().unwrap().len(), 4);
         assert_eq!(body["stream_options"]["include_usage"], true);
-        assert!(
-            OpenAiProvider::body(&request, false)
-                .get("stream_options")
-                .is_none()
-        );
+        let body = serde_json::to_value(OpenAiProvider::body(&request, false)).unwrap();
+        assert_eq!(body["stream"], false);
+        assert!(body.get("stream_options").is_none());
     }
 }
