@@ -48,7 +48,7 @@ OVERHEAD_JITTER_MS = 10
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stores", default="sqlite,postgres")
-    parser.add_argument("--only", default="chat,floor,stream,streams,logins,idle")
+    parser.add_argument("--only", default="chat,floor,stream,streams,logins,idle,instructions")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5, help="each wrk run")
     parser.add_argument("--no-build", action="store_true")
@@ -75,6 +75,7 @@ def main():
             "floor": lambda _: postgres_floor(args),
             "stream": lambda database: stream(database, args.runs),
             "streams": lambda database: many_streams(database, args.runs),
+            "instructions": lambda database: instructions(database, args.runs),
         }
         with Database(store) as database:
             for name, measure in phases.items():
@@ -175,7 +176,7 @@ def upstream(**pace):
     return process
 
 
-def server(database, **extra):
+def server(database, wrapper=(), **extra):
     env = {
         "PATH": os.environ["PATH"],
         "PORT": str(API_PORT),
@@ -190,7 +191,7 @@ def server(database, **extra):
         "RUST_LOG": "warn",
         **{key: str(value) for key, value in extra.items()},
     }
-    process = Process([str(RELEASE / "server")], env=env)
+    process = Process([*wrapper, str(RELEASE / "server")], env=env)
     wait_until_up(f"{API}/health")
     process.ready_after = time.perf_counter() - process.started
     return process
@@ -587,6 +588,51 @@ def idle(database, runs):
     return figures
 
 
+def instructions(database, runs, exchanges=200):
+    """The instructions the server executes for one POST /chat exchange, as
+    valgrind's callgrind counts them: unlike a time, the same on a slow or a
+    busy machine, so a change's effect shows in one run. Sequential exchanges
+    in one conversation whose history is already full (HISTORY_MAX_MESSAGES),
+    counted from the first byte read to the last written, against an instant
+    upstream. Postgres's own share is not in it (it runs as its own user)."""
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is not on PATH (apt-get install valgrind)")
+    counts = []
+    with tempfile.TemporaryDirectory(prefix="chat-bench-callgrind-") as directory:
+        out = Path(directory) / "callgrind.out"
+        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        with upstream(latency_ms=0), server(database, wrapper, BCRYPT_COST=4) as api:
+            _, token, (session,) = account(sessions=1)
+            # One kept-alive connection, as a client of an API keeps.
+            connection = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=60)
+            body = json.dumps({"session_id": session, "message": QUESTION})
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+
+            def exchange():
+                connection.request("POST", "/chat", body, headers)
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    sys.exit(f"POST /chat answered {response.status}")
+
+            for _ in range(25):  # a full history: 20 messages
+                exchange()
+            for run in range(1, runs + 1):
+                subprocess.run(["callgrind_control", "--zero", str(api.process.pid)],
+                               check=True, stdout=subprocess.DEVNULL)
+                for _ in range(exchanges):
+                    exchange()
+                subprocess.run(["callgrind_control", "--dump", str(api.process.pid)],
+                               check=True, stdout=subprocess.DEVNULL)
+                dump = Path(f"{out}.{run}").read_text(errors="replace")
+                total = int(re.search(r"^summary: (\d+)$", dump, re.M).group(1))
+                counts.append(total / exchanges)
+            connection.close()
+    figures = {"per_exchange": spread(counts)}
+    print(f"instructions: {figures}", flush=True)
+    return figures
+
+
 def table(results):
     lines = [f"Measured {results['date']} on {results['machine']}.", "",
              "| Figure | Store | Median | Min | Max | Target |", "|---|---|---|---|---|---|"]
@@ -638,6 +684,9 @@ def table(results):
             row("logins: share of the bcrypt limit", store,
                 {k: v * 100 for k, v in logins_figures["share_of_limit"].items()}, "%", "≥ 90%")
             row("GET /sessions p99 during logins", store, logins_figures["sessions_during_logins"]["p99"], "ms", "≤ 20 ms")
+        if "instructions" in figures:
+            row("POST /chat: server instructions per exchange (callgrind)", store,
+                {k: v / 1000 for k, v in figures["instructions"]["per_exchange"].items()}, "thousand")
         if "idle" in figures:
             row("start to first response", store, figures["idle"]["ready_ms"], "ms", "≤ 200 ms")
             row("idle RSS", store, figures["idle"]["idle_rss_mib"], "MiB", "≤ 20 MB")
