@@ -243,7 +243,8 @@ def wrk(url, connections, seconds, script=None):
     if script:
         command += ["-s", script]
     output = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
-    percent = dict(re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)$", output, re.M))
+    # A latency in seconds ("1.00s ") keeps a trailing space.
+    percent = dict(re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)\s*$", output, re.M))
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
     errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
     return {
@@ -600,7 +601,7 @@ def instructions(database, runs, exchanges=200):
     counts = []
     with tempfile.TemporaryDirectory(prefix="chat-bench-callgrind-") as directory:
         out = Path(directory) / "callgrind.out"
-        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        wrapper = ["valgrind", "--quiet", "--tool=callgrind", f"--callgrind-out-file={out}"]
         with upstream(latency_ms=0), server(database, wrapper, BCRYPT_COST=4) as api:
             _, token, (session,) = account(sessions=1)
             # One kept-alive connection, as a client of an API keeps.
