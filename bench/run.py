@@ -594,8 +594,10 @@ def instructions(database, runs, exchanges=200):
     valgrind's callgrind counts them: unlike a time, the same on a slow or a
     busy machine, so a change's effect shows in one run. Sequential exchanges
     in one conversation whose history is already full (HISTORY_MAX_MESSAGES),
-    counted from the first byte read to the last written, against an instant
-    upstream. Postgres's own share is not in it (it runs as its own user)."""
+    against an instant upstream: everything the server runs between zeroing
+    the counters and dumping them, so its background tasks too (negligible
+    beside 200 exchanges). Postgres's own share is not in it: bench does not
+    start the Postgres server, so it cannot run it under valgrind."""
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not on PATH (apt-get install valgrind)")
     counts = []

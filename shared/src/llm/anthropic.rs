@@ -1,6 +1,5 @@
 //! Anthropic's Messages API.
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use eventsource_stream::Event;
 use secrecy::{ExposeSecret, SecretString};
@@ -73,10 +72,9 @@ struct WireBlock {
 
 impl AnthropicProvider {
     pub fn new(settings: &AnthropicSettings, client: reqwest::Client) -> anyhow::Result<Self> {
-        let url = format!("{}/v1/messages", settings.base_url);
         Ok(Self {
             client,
-            url: url.parse().with_context(|| format!("{url} is not a URL"))?,
+            url: http::endpoint(&settings.base_url, "/v1/messages")?,
             api_key: settings.api_key.clone(),
             model: settings.model.clone(),
             max_tokens: settings.max_tokens,

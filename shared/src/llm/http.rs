@@ -3,6 +3,7 @@
 
 use std::{collections::VecDeque, time::Duration};
 
+use anyhow::Context as _;
 use eventsource_stream::{Event, Eventsource as _};
 use futures::{StreamExt, stream};
 use reqwest::{
@@ -25,6 +26,13 @@ pub fn client(settings: &LlmSettings) -> anyhow::Result<reqwest::Client> {
         .connect_timeout(settings.connect_timeout)
         .user_agent(concat!("chat-api/", env!("CARGO_PKG_VERSION")))
         .build()?)
+}
+
+/// A provider's endpoint, parsed once at start-up rather than by reqwest on
+/// every request.
+pub fn endpoint(base_url: &str, path: &str) -> anyhow::Result<reqwest::Url> {
+    let url = format!("{base_url}{path}");
+    url.parse().with_context(|| format!("{url} is not a URL"))
 }
 
 /// A header that carries a key: marked sensitive, so Debug output never shows it.

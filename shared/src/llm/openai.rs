@@ -1,7 +1,6 @@
 //! OpenAI's Chat Completions API, which most compatible servers (Ollama, vLLM,
 //! llama.cpp's server, LiteLLM) also speak.
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use eventsource_stream::Event;
 use reqwest::header::AUTHORIZATION;
@@ -91,10 +90,9 @@ struct WireDelta {
 
 impl OpenAiProvider {
     pub fn new(settings: &OpenAiSettings, client: reqwest::Client) -> anyhow::Result<Self> {
-        let url = format!("{}/chat/completions", settings.base_url);
         Ok(Self {
             client,
-            url: url.parse().with_context(|| format!("{url} is not a URL"))?,
+            url: http::endpoint(&settings.base_url, "/chat/completions")?,
             api_key: settings.api_key.clone(),
             model: settings.model.clone(),
         })
