@@ -34,6 +34,39 @@ pub(super) fn map_unique(err: sqlx::Error, conflict: StoreError) -> StoreError {
 pub(super) const REVOKE_FAMILY: &str = "UPDATE refresh_families SET revoked_at = $2 \
      WHERE revoked_at IS NULL AND id = (SELECT family FROM refresh_tokens WHERE token_hash = $1)";
 
+/// A new session of user $1: title $2, system prompt $3, model $4, at $5.
+pub(super) const CREATE_SESSION: &str = "INSERT INTO sessions \
+     (user_id, title, system_prompt, model, message_count, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, 0, $5, $5) \
+     RETURNING id, title, system_prompt, model, message_count, created_at, updated_at";
+
+/// The newest $3 messages of session $1 with ids up to $2, newest first.
+pub(super) const RECENT_MESSAGES: &str = "SELECT id, role, content, tokens, status, created_at \
+     FROM messages WHERE session_id = $1 AND id <= $2 ORDER BY id DESC LIMIT $3";
+
+/// User $1's standing in month $2 and, joined when it is theirs, session $3:
+/// one row, or none when the user no longer exists. The user's columns and
+/// the session's do not share a name, so each struct reads its own from it.
+pub(super) const STANDING_AND_SESSION: &str = "SELECT u.email, u.is_admin, u.token_quota, \
+     CAST(COALESCE((SELECT SUM(prompt_tokens + completion_tokens) FROM usage_monthly \
+     WHERE user_id = u.id AND month = $2), 0) AS BIGINT) AS used_tokens, \
+     s.id, s.title, s.system_prompt, s.model, s.message_count, s.created_at, s.updated_at \
+     FROM users u LEFT JOIN sessions s ON s.id = $3 AND s.user_id = u.id WHERE u.id = $1";
+
+/// `STANDING_AND_SESSION`'s row as `(Standing, Option<Session>)`.
+macro_rules! standing_and_session_from {
+    ($row:expr) => {{
+        use sqlx::{FromRow as _, Row as _};
+        let row = $row;
+        let session = match row.try_get::<Option<i64>, _>("id")? {
+            Some(_) => Some($crate::store::Session::from_row(&row)?),
+            None => None,
+        };
+        ($crate::store::Standing::from_row(&row)?, session)
+    }};
+}
+pub(super) use standing_and_session_from;
+
 /// Users with their counts and one month's usage ($1), then `$tail`.
 macro_rules! user_overviews {
     ($tail:literal) => {
@@ -217,11 +250,7 @@ macro_rules! impl_sql_store {
 
             async fn create_session(&self, user_id: i64, session: &NewSession) -> StoreResult<Session> {
                 let now = DbTime(now());
-                sqlx::query_as(
-                    "INSERT INTO sessions (user_id, title, system_prompt, model, message_count, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, 0, $5, $5) \
-                     RETURNING id, title, system_prompt, model, message_count, created_at, updated_at",
-                )
+                sqlx::query_as(sql::CREATE_SESSION)
                 .bind(user_id)
                 .bind(&session.title)
                 .bind(&session.system_prompt)
@@ -294,10 +323,7 @@ macro_rules! impl_sql_store {
                 up_to: i64,
                 limit: i64,
             ) -> StoreResult<Vec<Message>> {
-                let mut newest_first: Vec<Message> = sqlx::query_as(
-                    "SELECT id, role, content, tokens, status, created_at \
-                     FROM messages WHERE session_id = $1 AND id <= $2 ORDER BY id DESC LIMIT $3",
-                )
+                let mut newest_first: Vec<Message> = sqlx::query_as(sql::RECENT_MESSAGES)
                 .bind(session_id)
                 .bind(up_to)
                 .bind(limit)
@@ -347,29 +373,16 @@ macro_rules! impl_sql_store {
                 month: &str,
                 session_id: Option<i64>,
             ) -> StoreResult<Option<(Standing, Option<Session>)>> {
-                use sqlx::{FromRow as _, Row as _};
-                // The user's columns and the session's do not share a name, so
-                // each struct reads its own from the one row.
-                let row = sqlx::query(
-                    "SELECT u.email, u.is_admin, u.token_quota, CAST(COALESCE(( \
-                         SELECT SUM(prompt_tokens + completion_tokens) FROM usage_monthly \
-                         WHERE user_id = u.id AND month = $2), 0) AS BIGINT) AS used_tokens, \
-                         s.id, s.title, s.system_prompt, s.model, s.message_count, \
-                         s.created_at, s.updated_at \
-                     FROM users u LEFT JOIN sessions s ON s.id = $3 AND s.user_id = u.id \
-                     WHERE u.id = $1",
-                )
-                .bind(user_id)
-                .bind(month)
-                .bind(session_id)
-                .fetch_optional(&self.pool)
-                .await?;
-                let Some(row) = row else { return Ok(None) };
-                let session = match row.try_get::<Option<i64>, _>("id")? {
-                    Some(_) => Some(Session::from_row(&row)?),
+                let row = sqlx::query(sql::STANDING_AND_SESSION)
+                    .bind(user_id)
+                    .bind(month)
+                    .bind(session_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(row) => Some(sql::standing_and_session_from!(row)),
                     None => None,
-                };
-                Ok(Some((Standing::from_row(&row)?, session)))
+                })
             }
 
             async fn set_admin(&self, email: &str, is_admin: bool) -> StoreResult<bool> {

@@ -10,9 +10,9 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use super::{
-    DailyUsage, Message, MonthlyUsage, NewMessage, NewRefreshToken, NewSession, Rotation, Session,
-    SessionPatch, Standing, StoreError, StoreResult, UsageRecord, User, UserCredentials,
-    UserOverview, now, sql, timestamp::DbTime,
+    Asked, Conversation, DailyUsage, Message, MonthlyUsage, NewMessage, NewRefreshToken,
+    NewSession, Rotation, Session, SessionPatch, Standing, StoreError, StoreResult, UsageRecord,
+    User, UserCredentials, UserOverview, now, sql, timestamp::DbTime,
 };
 use crate::config::DbSettings;
 
@@ -85,67 +85,7 @@ impl SqliteStore {
         now: DbTime,
     ) -> StoreResult<Message> {
         let mut tx = self.begin_write().await?;
-        // Bumping the session first takes its row lock, which orders concurrent
-        // appends to one session and proves it is this user's.
-        let bumped = sqlx::query(
-            "UPDATE sessions SET message_count = message_count + 1, updated_at = $3 \
-                 WHERE id = $1 AND user_id = $2",
-        )
-        .bind(session_id)
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if bumped.rows_affected() == 0 {
-            return Err(StoreError::SessionNotFound);
-        }
-        let stored: Message = sqlx::query_as(
-            "INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 RETURNING id, role, content, tokens, status, created_at",
-        )
-        .bind(session_id)
-        .bind(message.role.as_str())
-        .bind(&message.content)
-        .bind(message.tokens)
-        .bind(message.status.as_str())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(usage) = usage {
-            sqlx::query(
-                    "INSERT INTO usage_monthly \
-                     (user_id, month, model, prompt_tokens, completion_tokens, requests) \
-                     VALUES ($1, $2, $3, $4, $5, 1) \
-                     ON CONFLICT (user_id, month, model) DO UPDATE SET \
-                     prompt_tokens = usage_monthly.prompt_tokens + excluded.prompt_tokens, \
-                     completion_tokens = usage_monthly.completion_tokens + excluded.completion_tokens, \
-                     requests = usage_monthly.requests + 1",
-                )
-                .bind(user_id)
-                .bind(usage.month())
-                .bind(&usage.model)
-                .bind(usage.prompt_tokens)
-                .bind(usage.completion_tokens)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                    "INSERT INTO usage_daily \
-                     (day, user_id, model, prompt_tokens, completion_tokens, requests) \
-                     VALUES ($1, $2, $3, $4, $5, 1) \
-                     ON CONFLICT (day, user_id, model) DO UPDATE SET \
-                     prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
-                     completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
-                     requests = usage_daily.requests + 1",
-                )
-                .bind(&usage.day)
-                .bind(user_id)
-                .bind(&usage.model)
-                .bind(usage.prompt_tokens)
-                .bind(usage.completion_tokens)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let stored = store_message(&mut tx, user_id, session_id, message, usage, now).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -157,4 +97,138 @@ impl SqliteStore {
     }
 }
 
-sql::impl_sql_store!(SqliteStore);
+/// Bumps the user's session and stores the message in it, with an answer's
+/// usage, in one statement batch: one trip to the connection's worker thread,
+/// where a statement each was four. Every trip hands the work to that thread
+/// and back, which took the server more CPU than SQLite's own work.
+/// `SessionNotFound` when the session is not the user's: nothing matched, and
+/// the caller's transaction is dropped, so the usage is rolled back with it.
+async fn store_message(
+    tx: &mut Transaction<'static, sqlx::Sqlite>,
+    user_id: i64,
+    session_id: i64,
+    message: &NewMessage,
+    usage: Option<&UsageRecord>,
+    now: DbTime,
+) -> StoreResult<Message> {
+    let query = match usage {
+        None => sqlx::query_as(STORE_MESSAGE),
+        Some(_) => sqlx::query_as(STORE_ANSWER),
+    }
+    .bind(session_id)
+    .bind(user_id)
+    .bind(now)
+    .bind(message.role.as_str())
+    .bind(&message.content)
+    .bind(message.tokens)
+    .bind(message.status.as_str());
+    let query = match usage {
+        None => query,
+        Some(usage) => query
+            .bind(usage.month())
+            .bind(&usage.day)
+            .bind(&usage.model)
+            .bind(usage.prompt_tokens)
+            .bind(usage.completion_tokens),
+    };
+    // All rows, not the first: SQLite stops a batch at the row it was asked for.
+    let stored: Vec<Message> = query.fetch_all(&mut **tx).await?;
+    stored.into_iter().next().ok_or(StoreError::SessionNotFound)
+}
+
+/// $1 session, $2 user, $3 now, $4 to $7 the message. The bump comes first:
+/// it takes the session's row for this transaction, as on Postgres.
+macro_rules! store_message_sql {
+    () => {
+        "UPDATE sessions SET message_count = message_count + 1, updated_at = $3 \
+             WHERE id = $1 AND user_id = $2; \
+         INSERT INTO messages (session_id, role, content, tokens, status, created_at) \
+             SELECT $1, $4, $5, $6, $7, $3 \
+             WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2) \
+             RETURNING id, role, content, tokens, status, created_at;"
+    };
+}
+
+const STORE_MESSAGE: &str = store_message_sql!();
+
+/// `STORE_MESSAGE`, then the usage: $8 month, $9 day, $10 model, $11 and $12
+/// the prompt's and completion's tokens.
+const STORE_ANSWER: &str = concat!(
+    store_message_sql!(),
+    " INSERT INTO usage_monthly (user_id, month, model, prompt_tokens, completion_tokens, requests) \
+         VALUES ($2, $8, $10, $11, $12, 1) \
+         ON CONFLICT (user_id, month, model) DO UPDATE SET \
+         prompt_tokens = usage_monthly.prompt_tokens + excluded.prompt_tokens, \
+         completion_tokens = usage_monthly.completion_tokens + excluded.completion_tokens, \
+         requests = usage_monthly.requests + 1; \
+     INSERT INTO usage_daily (day, user_id, model, prompt_tokens, completion_tokens, requests) \
+         VALUES ($9, $2, $10, $11, $12, 1) \
+         ON CONFLICT (day, user_id, model) DO UPDATE SET \
+         prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+         completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+         requests = usage_daily.requests + 1;"
+);
+
+sql::impl_sql_store!(SqliteStore, {
+    /// The default's steps, in one write transaction on the writer's
+    /// connection: its page cache holds the pages the last exchanges wrote,
+    /// where a reader's is emptied by every write and read again from the
+    /// file, and the reads take no trips to a reader's thread.
+    async fn ask(
+        &self,
+        user_id: i64,
+        month: &str,
+        conversation: &Conversation,
+        question: &NewMessage,
+        history: i64,
+        default_quota: Option<i64>,
+    ) -> StoreResult<Option<(Standing, Option<Asked>)>> {
+        let existing = match conversation {
+            Conversation::Existing(id) => Some(*id),
+            Conversation::New(_) => None,
+        };
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(sql::STANDING_AND_SESSION)
+            .bind(user_id)
+            .bind(month)
+            .bind(existing)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (standing, found) = sql::standing_and_session_from!(row);
+        // Returning early drops `tx`, which rolls it back: nothing is written.
+        if !standing.within(default_quota) {
+            return Ok(Some((standing, None)));
+        }
+        let now = DbTime(now());
+        let session: Session = match (conversation, found) {
+            (Conversation::Existing(_), Some(session)) => session,
+            (Conversation::Existing(_), None) => return Ok(Some((standing, None))),
+            (Conversation::New(new), _) => {
+                sqlx::query_as(sql::CREATE_SESSION)
+                    .bind(user_id)
+                    .bind(&new.title)
+                    .bind(&new.system_prompt)
+                    .bind(&new.model)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+        };
+        let stored = store_message(&mut tx, user_id, session.id, question, None, now).await?;
+        let mut recent: Vec<Message> = sqlx::query_as(sql::RECENT_MESSAGES)
+            .bind(session.id)
+            .bind(stored.id)
+            .bind(history)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        recent.reverse();
+        let asked = Asked {
+            session,
+            question: stored,
+            recent,
+        };
+        Ok(Some((standing, Some(asked))))
+    }
+});
