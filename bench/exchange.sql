@@ -36,6 +36,8 @@ SELECT s.email, s.is_admin, s.token_quota, s.used_tokens,
     b.created_at AS session_created_at, b.updated_at,
     e.asked, e.id, e.role, e.content, e.tokens, e.status, e.created_at
 FROM standing s LEFT JOIN bumped b ON true LEFT JOIN exchange e ON true;
+-- The answer, once the provider has given it (the overhead floor in run.py
+-- waits here as long as the upstream does).
 WITH bumped AS (
     UPDATE sessions SET message_count = message_count + 1, updated_at = now()
     WHERE id = :sid AND user_id = :uid RETURNING id

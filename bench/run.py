@@ -358,8 +358,9 @@ def postgres_floor(args):
     """What Postgres alone allows: pgbench running one exchange's statements
     (bench/exchange.sql) at 64 clients with the server stopped, so neither it,
     wrk nor the upstream takes a share of the two cores. /chat cannot exceed
-    this on the same machine, whatever the server does. On a database of its
-    own, where its users and sessions are the first, numbered as
+    this on the same machine, whatever the server does. Then Postgres's part
+    of the /chat overhead at 16 connections (`overhead_floor`). On a database
+    of its own, where its users and sessions are the first, numbered as
     exchange.sql expects."""
     with Database("postgres", "chat_bench_floor") as database:
         with server(database, BCRYPT_COST=4):
@@ -371,18 +372,52 @@ def postgres_floor(args):
             check=True, capture_output=True, text=True).stdout.strip()
         if misplaced != "0":
             sys.exit(f"exchange.sql expects session s to belong to user (s - 1) / 4 + 1; {misplaced} do not")
-        now, clients = time.gmtime(), 64
-        command = ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(args.seconds),
-                   "-f", str(ROOT / "bench" / "exchange.sql"), "-D", f"sessions={sessions}",
-                   "-D", f"month={time.strftime('%Y-%m', now)}", "-D", f"day={time.strftime('%Y-%m-%d', now)}",
-                   database.url]
+        now = time.gmtime()
+
+        def pgbench(script, clients, *flags):
+            return subprocess.run(
+                ["pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+                 "-T", str(args.seconds), "-f", script, "-D", f"sessions={sessions}",
+                 "-D", f"month={time.strftime('%Y-%m', now)}", "-D", f"day={time.strftime('%Y-%m-%d', now)}",
+                 *flags, database.url], check=True, capture_output=True, text=True).stdout
+
         rates = []
         for _ in range(args.runs):
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            output = pgbench(str(ROOT / "bench" / "exchange.sql"), 64)
             rates.append(float(re.search(r"^tps = ([\d.]+)", output, re.M).group(1)))
         figures = {"exchanges_per_second": spread(rates)}
+        figures["overhead_16"] = overhead_floor(pgbench, args.runs)
         print(f"postgres floor: {figures}", flush=True)
         return figures
+
+
+def overhead_floor(pgbench, runs):
+    """Postgres's own part of the /chat overhead at 16 connections: pgbench's
+    16 clients run the exchange's two statements with OVERHEAD_UPSTREAM_MS
+    between them, as the server runs them around its upstream call, and
+    start together, as wrk's do; beside each run, the same with `SELECT 1`
+    for each statement. The p50 and p99 of the first minus the second's:
+    what the statements add, on this machine, with nothing of ours running."""
+    exchange = (ROOT / "bench" / "exchange.sql").read_text()
+    pause = f"\\sleep {OVERHEAD_UPSTREAM_MS} ms\n"
+    answer = exchange.index("-- The answer")
+    with tempfile.TemporaryDirectory(prefix="chat-bench-pgbench-") as directory:
+        scripts = {"exchange": exchange[:answer] + pause + exchange[answer:],
+                   "round_trips": "SELECT 1;\n" + pause + "SELECT 1;\n"}
+        latencies = {name: [] for name in scripts}
+        for run in range(runs):
+            for name, text in scripts.items():
+                script = Path(directory) / f"{name}.sql"
+                script.write_text(text)
+                prefix = Path(directory) / f"{name}-{run}"
+                pgbench(str(script), 16, "--log", f"--log-prefix={prefix}")
+                # One line per transaction; the third field is its latency in µs.
+                samples = sorted(int(line.split()[2]) / 1000
+                                 for log in Path(directory).glob(f"{prefix.name}.*")
+                                 for line in log.read_text().splitlines())
+                latencies[name].append({q: samples[int(len(samples) * q / 100)] for q in (50, 99)})
+    return {f"p{q}": spread([e[q] - r[q] for e, r in zip(latencies["exchange"], latencies["round_trips"])])
+            for q in (50, 99)}
 
 
 class CpuShares:
@@ -668,6 +703,9 @@ def table(results):
         if "floor" in figures:
             row("pgbench, one exchange's SQL, 64 clients: exchanges/s", store,
                 figures["floor"]["exchanges_per_second"], "", "bounds /chat")
+            for quantile in ("p50", "p99"):
+                row(f"pgbench, the same at 16 clients, {OVERHEAD_UPSTREAM_MS} ms apart: added {quantile}", store,
+                    figures["floor"]["overhead_16"][quantile], "ms", "bounds the overhead")
         if "stream" in figures:
             row("stream first-delta overhead: p50", store, figures["stream"]["first_delta_p50_overhead"], "ms", "≤ 2 ms")
             row("stream first-delta overhead: p99", store, figures["stream"]["first_delta_p99_overhead"], "ms")
