@@ -211,6 +211,16 @@ pub enum Conversation {
     New(NewSession),
 }
 
+impl Conversation {
+    /// The session's id, when it exists already.
+    pub fn existing(&self) -> Option<i64> {
+        match self {
+            Self::Existing(id) => Some(*id),
+            Self::New(_) => None,
+        }
+    }
+}
+
 /// A question stored in its session, with what the provider is to be asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asked {
@@ -356,11 +366,9 @@ pub trait Store: Send + Sync + 'static {
         history: i64,
         default_quota: Option<i64>,
     ) -> StoreResult<Option<(Standing, Option<Asked>)>> {
-        let existing = match conversation {
-            Conversation::Existing(id) => Some(*id),
-            Conversation::New(_) => None,
-        };
-        let Some((standing, found)) = self.standing_and_session(user_id, month, existing).await?
+        let Some((standing, found)) = self
+            .standing_and_session(user_id, month, conversation.existing())
+            .await?
         else {
             return Ok(None);
         };

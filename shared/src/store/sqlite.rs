@@ -183,15 +183,11 @@ sql::impl_sql_store!(SqliteStore, {
         history: i64,
         default_quota: Option<i64>,
     ) -> StoreResult<Option<(Standing, Option<Asked>)>> {
-        let existing = match conversation {
-            Conversation::Existing(id) => Some(*id),
-            Conversation::New(_) => None,
-        };
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(sql::STANDING_AND_SESSION)
             .bind(user_id)
             .bind(month)
-            .bind(existing)
+            .bind(conversation.existing())
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else { return Ok(None) };
