@@ -993,6 +993,37 @@ async fn ping_answers(store: Db) {
     store.ping().await.unwrap();
 }
 
+/// SQLite: what is written reaches the database file soon after, copied
+/// from the WAL by the checkpointer, not by the writer (whose checkpoints
+/// synced both files while every write queued behind it waited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writes_are_checkpointed_into_the_database_file() {
+    let url = chat_core::testing::fresh_sqlite_url();
+    let store = crate::support::sqlite_store_at(&url).await.unwrap();
+    user(&store, "checkpointed@example.com").await;
+    let file = std::path::PathBuf::from(url.strip_prefix("sqlite://").unwrap());
+    for attempt in 0..100 {
+        // The file alone, without its WAL, holds only what was checkpointed.
+        // A copy taken mid-checkpoint may be torn: then the next one is read.
+        let copy = file.with_extension(format!("copy{attempt}.db"));
+        std::fs::copy(&file, &copy).unwrap();
+        let found =
+            match crate::support::sqlite_store_at(&format!("sqlite://{}", copy.display())).await {
+                Ok(snapshot) => {
+                    snapshot
+                        .find_user_by_email("checkpointed@example.com")
+                        .await
+                }
+                Err(_) => Ok(None),
+            };
+        if let Ok(Some(_)) = found {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the user never reached the database file in 10 s");
+}
+
 /// DynamoDB holds at most 400 KB in an item: content up to the store's bound
 /// fits, content past it is a validation error (422) and stores nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

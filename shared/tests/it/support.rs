@@ -16,9 +16,13 @@ fn db_settings(url: String) -> chat_core::config::DbSettings {
 }
 
 pub async fn sqlite_store() -> Arc<dyn Store> {
-    store::connect(&db_settings(testing::fresh_sqlite_url()))
+    sqlite_store_at(&testing::fresh_sqlite_url())
         .await
         .expect("open a fresh SQLite store")
+}
+
+pub async fn sqlite_store_at(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    store::connect(&db_settings(url.to_owned())).await
 }
 
 /// `None` (and a note) when no Postgres is configured; with `CI` set, a panic.
