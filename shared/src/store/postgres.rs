@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::{
-    FromRow as _, PgPool, Row as _, Transaction,
+    Connection as _, FromRow as _, PgConnection, PgPool, Row as _, Transaction,
+    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
 };
 use time::OffsetDateTime;
@@ -47,9 +48,9 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
-    /// Postgres has no single writer: writes share the pool.
-    fn writer(&self) -> &PgPool {
-        &self.pool
+    /// Postgres has no single writer: a write takes any of the pool's connections.
+    async fn writer(&self) -> Result<PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        self.pool.acquire().await
     }
 
     /// One message, and with an answer its usage, in one statement: one round
@@ -82,8 +83,10 @@ impl PostgresStore {
         stored.ok_or(StoreError::SessionNotFound)
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.pool.begin().await
+    async fn begin_write(
+        writer: &mut PgConnection,
+    ) -> Result<Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+        writer.begin().await
     }
 }
 

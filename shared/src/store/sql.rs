@@ -91,8 +91,8 @@ pub(super) const USER_OVERVIEWS: &str = user_overviews!("ORDER BY u.id LIMIT $2 
 pub(super) const USER_OVERVIEW: &str = user_overviews!("WHERE u.id = $2");
 
 macro_rules! impl_sql_store {
-    // A backend provides `pool` for reads, `writer()` for writes outside a
-    // transaction and `begin_write()` for write transactions.
+    // A backend provides `pool` for reads, `writer()` for a connection to
+    // write on and `begin_write(connection)` for a write transaction on it.
     // `$own`: methods a backend implements in its own dialect, beside the shared ones.
     ($store:ty $(, { $($own:tt)* })?) => {
         #[async_trait::async_trait]
@@ -112,7 +112,7 @@ macro_rules! impl_sql_store {
                 .bind(email)
                 .bind(password_hash)
                 .bind(DbTime(now()))
-                .fetch_one(self.writer())
+                .fetch_one(&mut *self.writer().await?)
                 .await
                 .map_err(|err| sql::map_unique(err, StoreError::EmailTaken))
             }
@@ -139,7 +139,8 @@ macro_rules! impl_sql_store {
 
             async fn insert_refresh_token(&self, token: &NewRefreshToken) -> StoreResult<()> {
                 let now = DbTime(now());
-                let mut tx = self.begin_write().await?;
+                let mut writer = self.writer().await?;
+                let mut tx = Self::begin_write(&mut writer).await?;
                 sqlx::query(
                     "INSERT INTO refresh_families (id, user_id, created_at) VALUES ($1, $2, $3)",
                 )
@@ -170,7 +171,8 @@ macro_rules! impl_sql_store {
                 replacement_expires_at: OffsetDateTime,
             ) -> StoreResult<Rotation> {
                 let now = DbTime(now());
-                let mut tx = self.begin_write().await?;
+                let mut writer = self.writer().await?;
+                let mut tx = Self::begin_write(&mut writer).await?;
                 // Spending is one conditional UPDATE, so of two concurrent rotations
                 // of the same token exactly one finds it live.
                 let spent: Option<sql::SpentToken> = sqlx::query_as(
@@ -225,7 +227,7 @@ macro_rules! impl_sql_store {
                 sqlx::query(sql::REVOKE_FAMILY)
                 .bind(token_hash)
                 .bind(DbTime(now()))
-                .execute(self.writer())
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -256,7 +258,7 @@ macro_rules! impl_sql_store {
                 .bind(&session.system_prompt)
                 .bind(&session.model)
                 .bind(now)
-                .fetch_one(self.writer())
+                .fetch_one(&mut *self.writer().await?)
                 .await
                 .map_err(Into::into)
             }
@@ -293,7 +295,7 @@ macro_rules! impl_sql_store {
                 .bind(patch.model.is_some())
                 .bind(patch.model.clone().flatten())
                 .bind(DbTime(now()))
-                .fetch_optional(self.writer())
+                .fetch_optional(&mut *self.writer().await?)
                 .await?)
             }
 
@@ -302,7 +304,7 @@ macro_rules! impl_sql_store {
                 let deleted = sqlx::query("DELETE FROM sessions WHERE id = $1 AND user_id = $2")
                     .bind(session_id)
                     .bind(user_id)
-                    .execute(self.writer())
+                    .execute(&mut *self.writer().await?)
                     .await?;
                 Ok(deleted.rows_affected() > 0)
             }
@@ -389,7 +391,7 @@ macro_rules! impl_sql_store {
                 let updated = sqlx::query("UPDATE users SET is_admin = $2 WHERE email = $1")
                     .bind(email)
                     .bind(is_admin)
-                    .execute(self.writer())
+                    .execute(&mut *self.writer().await?)
                     .await?;
                 Ok(updated.rows_affected() > 0)
             }
@@ -398,7 +400,7 @@ macro_rules! impl_sql_store {
                 let updated = sqlx::query("UPDATE users SET token_quota = $2 WHERE id = $1")
                     .bind(user_id)
                     .bind(quota)
-                    .execute(self.writer())
+                    .execute(&mut *self.writer().await?)
                     .await?;
                 Ok(updated.rows_affected() > 0)
             }

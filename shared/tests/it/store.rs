@@ -22,6 +22,14 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod sqlite_in_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    super::$check(crate::support::sqlite_store_in_memory().await).await;
+                }
+            )*
+        }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

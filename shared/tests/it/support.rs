@@ -21,6 +21,13 @@ pub async fn sqlite_store() -> Arc<dyn Store> {
         .expect("open a fresh SQLite store")
 }
 
+/// `sqlite::memory:`: a database of its own, gone with the store.
+pub async fn sqlite_store_in_memory() -> Arc<dyn Store> {
+    sqlite_store_at("sqlite::memory:")
+        .await
+        .expect("open an in-memory SQLite store")
+}
+
 pub async fn sqlite_store_at(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     store::connect(&db_settings(url.to_owned())).await
 }
