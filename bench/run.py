@@ -44,6 +44,8 @@ UPSTREAM_TOKENS = 20
 # measure queueing at full load, not what a request adds.
 OVERHEAD_UPSTREAM_MS = 50
 OVERHEAD_JITTER_MS = 10
+# The stream part's upstream: its first token after 20 ms, then one every 5 ms.
+STREAM_PACE = {"ttft_ms": 20, "token_ms": 5}
 
 
 def main():
@@ -360,7 +362,7 @@ def postgres_floor(args):
     (bench/exchange.sql) at 64 clients with the server stopped, so neither it,
     wrk nor the upstream takes a share of the two cores. /chat cannot exceed
     this on the same machine, whatever the server does. Then Postgres's part
-    of the /chat overhead at 16 connections (`overhead_floor`). On a database
+    of the /chat overhead and of the stream's first delta (`overhead_floors`). On a database
     of its own, where its users and sessions are the first, numbered as
     exchange.sql expects. Both again with `synchronous_commit` off for
     pgbench's sessions: what is left without waiting for the disk to flush
@@ -394,24 +396,43 @@ def postgres_floor(args):
                 output = pgbench_with(str(ROOT / "bench" / "exchange.sql"), 64)
                 rates.append(float(re.search(r"^tps = ([\d.]+)", output, re.M).group(1)))
             figures[name] = {"exchanges_per_second": spread(rates),
-                             "overhead_16": overhead_floor(pgbench_with, args.runs)}
+                             **overhead_floors(pgbench_with, args.runs)}
         print(f"postgres floor: {figures}", flush=True)
         return figures
 
 
-def overhead_floor(pgbench, runs):
-    """Postgres's own part of the /chat overhead at 16 connections: pgbench's
-    16 clients run the exchange's two statements with OVERHEAD_UPSTREAM_MS
-    between them, as the server runs them around its upstream call, and
-    start together, as wrk's do; beside each run, the same with `SELECT 1`
-    for each statement. The p50 and p99 of the first minus the second's:
-    what the statements add, on this machine, with nothing of ours running."""
+def overhead_floors(pgbench, runs):
+    """Postgres's own part of the /chat overhead at 16 connections, and of
+    the stream's first delta: pgbench's 16 clients start together, as wrk's
+    and sse's do, and run the exchange's two statements as far apart as the
+    upstream keeps the server waiting between them. For the overhead, beside
+    each run the same with `SELECT 1` for each statement; for the first
+    delta, with `SELECT 1` for the question's statement alone, the answer's
+    staying in both, so that only the question's statement differs. The p50
+    and p99 of the first minus the second's: what the statements add, on
+    this machine, with nothing of ours running."""
     exchange = (ROOT / "bench" / "exchange.sql").read_text()
-    pause = f"\\sleep {OVERHEAD_UPSTREAM_MS} ms\n"
-    answer = exchange.index("-- The answer")
+    question, answer = exchange.index("WITH standing"), exchange.index("-- The answer")
+    header = exchange[:question]
+
+    def apart(first, second, ms):
+        return f"{header}{first}\n\\sleep {ms} ms\n{second}"
+
+    streamed_ms = STREAM_PACE["ttft_ms"] + UPSTREAM_TOKENS * STREAM_PACE["token_ms"]
+    pairs = {
+        "overhead_16": (apart(exchange[question:answer], exchange[answer:], OVERHEAD_UPSTREAM_MS),
+                        apart("SELECT 1;", "SELECT 1;", OVERHEAD_UPSTREAM_MS)),
+        "first_delta_16": (apart(exchange[question:answer], exchange[answer:], streamed_ms),
+                           apart("SELECT 1;", exchange[answer:], streamed_ms)),
+    }
+    return {name: added_latency(pgbench, runs, measured, baseline)
+            for name, (measured, baseline) in pairs.items()}
+
+
+def added_latency(pgbench, runs, measured, baseline):
+    """p50 and p99 of the pgbench script `measured` minus `baseline`'s, at 16 clients."""
     with tempfile.TemporaryDirectory(prefix="chat-bench-pgbench-") as directory:
-        scripts = {"exchange": exchange[:answer] + pause + exchange[answer:],
-                   "round_trips": "SELECT 1;\n" + pause + "SELECT 1;\n"}
+        scripts = {"measured": measured, "baseline": baseline}
         latencies = {name: [] for name in scripts}
         for run in range(runs):
             for name, text in scripts.items():
@@ -424,7 +445,7 @@ def overhead_floor(pgbench, runs):
                                  for log in Path(directory).glob(f"{prefix.name}.*")
                                  for line in log.read_text().splitlines())
                 latencies[name].append({q: samples[int(len(samples) * q / 100)] for q in (50, 99)})
-    return {f"p{q}": spread([e[q] - r[q] for e, r in zip(latencies["exchange"], latencies["round_trips"])])
+    return {f"p{q}": spread([m[q] - b[q] for m, b in zip(latencies["measured"], latencies["baseline"])])
             for q in (50, 99)}
 
 
@@ -500,9 +521,8 @@ def stream(database, runs):
     upstream's: 16 clients, 16 users each going on with a conversation; and
     the first delta when each stream starts a new conversation (one more
     write, the session, before the question is stored)."""
-    pace = {"ttft_ms": 20, "token_ms": 5}
-    figures = {"pace": pace}
-    with upstream(**pace), server(database):
+    figures = {"pace": STREAM_PACE}
+    with upstream(**STREAM_PACE), server(database):
         pairs = conversations(users=16, sessions_each=1)
         token = ",".join(token for token, _ in pairs)
         sessions = [session for _, session in pairs]
@@ -716,6 +736,9 @@ def table(results):
                 for quantile in ("p50", "p99"):
                     row(f"pgbench, the same at 16 clients, {OVERHEAD_UPSTREAM_MS} ms apart{label}: added {quantile}",
                         store, floor["overhead_16"][quantile], "ms", target and f"{target} the overhead")
+                for quantile in ("p50", "p99"):
+                    row(f"pgbench, the same, as far apart as a stream's, question alone{label}: added {quantile}",
+                        store, floor["first_delta_16"][quantile], "ms", target and f"{target} the first delta")
         if "stream" in figures:
             row("stream first-delta overhead: p50", store, figures["stream"]["first_delta_p50_overhead"], "ms", "≤ 2 ms")
             row("stream first-delta overhead: p99", store, figures["stream"]["first_delta_p99_overhead"], "ms")

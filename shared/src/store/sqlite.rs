@@ -178,7 +178,7 @@ enum Then<'a> {
 
 /// Bumps the user's session and stores the message in it, then does `then`,
 /// in one statement batch: one trip to the connection's worker thread, where
-/// a statement each was up to five. Every trip hands the work to that thread
+/// a statement each was up to four. Every trip hands the work to that thread
 /// and back, which took the server more CPU than SQLite's own work. The
 /// stored message, and what `then` read, newest first.
 /// `SessionNotFound` when the session is not the user's: nothing matched, and
