@@ -520,7 +520,10 @@ def stream(database, runs):
     """3: time to the first delta and the gap per token, ours minus the
     upstream's: 16 clients, 16 users each going on with a conversation; and
     the first delta when each stream starts a new conversation (one more
-    write, the session, before the question is stored)."""
+    write, the session, before the question is stored). Against a fixed pace
+    the 16 clients stay in step, so each stream starts in a burst of 16 and
+    the median one waits behind half of it; one client alone, 40 streams,
+    gives what a stream adds with no burst to wait behind."""
     figures = {"pace": STREAM_PACE}
     with upstream(**STREAM_PACE), server(database):
         pairs = conversations(users=16, sessions_each=1)
@@ -528,13 +531,16 @@ def stream(database, runs):
         sessions = [session for _, session in pairs]
         upstream_body = {"model": "bench", "stream": True,
                          "messages": [{"role": "user", "content": QUESTION}]}
-        ours, new, theirs = [], [], []
+        ours, new, theirs, alone, theirs_alone = [], [], [], [], []
         for _ in range(runs):
             theirs.append(sse(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions", None, 16, 20,
                               upstream_body))
             ours.append(sse(f"{API}/chat/stream", token, 16, 20, {"message": QUESTION}, sessions))
             new.append(sse(f"{API}/chat/stream", token, 16, 20, {"message": QUESTION}))
-        for run in ours + new + theirs:
+            theirs_alone.append(sse(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions", None, 1, 40,
+                                    upstream_body))
+            alone.append(sse(f"{API}/chat/stream", token, 1, 40, {"message": QUESTION}, sessions))
+        for run in ours + new + theirs + alone + theirs_alone:
             assert run["errors"] == 0, run
         for name, key in (("first_delta", "first_delta_ms"), ("gap", "gap_ms")):
             for quantile in ("p50", "p99"):
@@ -545,6 +551,9 @@ def stream(database, runs):
         for quantile in ("p50", "p99"):
             figures[f"new_first_delta_{quantile}_overhead"] = spread(
                 [n["first_delta_ms"][quantile] - t["first_delta_ms"][quantile] for n, t in zip(new, theirs)])
+            figures[f"alone_first_delta_{quantile}_overhead"] = spread(
+                [a["first_delta_ms"][quantile] - t["first_delta_ms"][quantile]
+                 for a, t in zip(alone, theirs_alone)])
     print(f"stream: {figures}", flush=True)
     return figures
 
@@ -746,6 +755,10 @@ def table(results):
                 figures["stream"]["new_first_delta_p50_overhead"], "ms")
             row("stream first-delta overhead, new conversation: p99", store,
                 figures["stream"]["new_first_delta_p99_overhead"], "ms")
+            row("stream first-delta overhead, one stream at a time: p50", store,
+                figures["stream"]["alone_first_delta_p50_overhead"], "ms")
+            row("stream first-delta overhead, one stream at a time: p99", store,
+                figures["stream"]["alone_first_delta_p99_overhead"], "ms")
             row("stream added gap per token: p50", store, figures["stream"]["gap_p50_overhead"], "ms")
             row("stream added gap per token: p99", store, figures["stream"]["gap_p99_overhead"], "ms")
         if "streams" in figures:
