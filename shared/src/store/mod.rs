@@ -8,6 +8,7 @@ mod postgres;
 mod sql;
 mod sqlite;
 mod timestamp;
+mod warm_pool;
 
 use std::{fmt, sync::Arc};
 

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::{
-    Connection as _, FromRow as _, PgConnection, PgPool, Row as _, Transaction,
-    pool::PoolConnection,
+    Connection as _, FromRow as _, PgConnection, Row as _, Transaction,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
 };
 use time::OffsetDateTime;
@@ -13,12 +12,17 @@ use time::OffsetDateTime;
 use super::{
     Asked, Conversation, DailyUsage, Message, MonthlyUsage, NewMessage, NewRefreshToken,
     NewSession, Rotation, Session, SessionPatch, Standing, StoreError, StoreResult, UsageRecord,
-    User, UserCredentials, UserOverview, now, sql, timestamp::DbTime,
+    User, UserCredentials, UserOverview, now, sql,
+    timestamp::DbTime,
+    warm_pool::{Lease, WarmPool},
 };
 use crate::config::DbSettings;
 
+/// A request waits this long for a connection before it gets a 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct PostgresStore {
-    pool: PgPool,
+    pool: WarmPool,
 }
 
 impl PostgresStore {
@@ -28,13 +32,11 @@ impl PostgresStore {
             .context("DATABASE_URL is not a valid postgres:// URL")?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
-            // sqlx already pings each connection when it is released (in the
-            // background); a ping on every acquire too would add a round trip
-            // to every query. A connection broken while idle (a restart) fails
-            // one query and is then closed.
+            // A ping on every acquire would add a round trip to every query.
+            // A connection broken while idle (a restart) fails one query and
+            // is then closed.
             .test_before_acquire(false)
-            // A request waits this long for a connection before it gets a 503.
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .context("connecting to Postgres (DATABASE_URL)")?;
@@ -45,12 +47,16 @@ impl PostgresStore {
                 .await
                 .context("migrating the Postgres database")?;
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool: WarmPool::new(pool, settings.max_connections, ACQUIRE_TIMEOUT),
+        })
     }
 
     /// Postgres has no single writer: a write takes any of the pool's connections.
-    async fn writer(&self) -> Result<PoolConnection<sqlx::Postgres>, sqlx::Error> {
-        self.pool.acquire().await
+    /// Dropped, not released: a transaction's connection goes back through
+    /// sqlx's ping, which sends the ROLLBACK of one that did not commit.
+    async fn writer(&self) -> Result<Lease, sqlx::Error> {
+        self.pool.lease().await
     }
 
     /// One message, and with an answer its usage, in one statement: one round

@@ -1,0 +1,381 @@
+//! Postgres connections handed from one statement straight to the next.
+//!
+//! sqlx's pool pings a connection whenever it goes back (`return_to_pool`
+//! sends a Sync and waits for ReadyForQuery, whatever `test_before_acquire`
+//! says): one more round trip to a Postgres backend after every statement,
+//! 2 of the 4 an exchange makes. The ping is there for a connection a
+//! cancelled future or an error left mid-query. A statement that ran to its
+//! end (its ReadyForQuery read) leaves nothing to flush, so here its
+//! connection waits in a list of its own for the next statement. A cancelled
+//! or failed statement's connection goes back through sqlx's pool, which
+//! pings it, or closes it when it is broken, as before.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{
+    StreamExt as _, TryStreamExt as _,
+    future::BoxFuture,
+    stream::{self, BoxStream},
+};
+use sqlx::{
+    Database, Describe, Either, Error, Execute, Executor, PgConnection, PgPool, Postgres, SqlStr,
+    pool::PoolConnection,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a connection may stay out of sqlx's pool before it goes back
+/// through it once: its ping, and its max lifetime and idle timeout, which
+/// sqlx applies only to the connections it holds.
+const HAND_BACK_AFTER: Duration = Duration::from_secs(30);
+
+/// sqlx's pool with the warm list in front of it. `&WarmPool` is an
+/// `Executor`, like `&PgPool`.
+#[derive(Clone)]
+pub(super) struct WarmPool(Arc<Shared>);
+
+struct Shared {
+    pool: PgPool,
+    warm: Mutex<Vec<Warm>>,
+    /// One permit per connection sqlx may open, so a statement waits here,
+    /// first come first served. Waiting in sqlx's queue instead, it could
+    /// starve: a warm connection never goes back to that queue.
+    permits: Arc<Semaphore>,
+    acquire_timeout: Duration,
+}
+
+struct Warm {
+    connection: PoolConnection<Postgres>,
+    /// When it came out of sqlx's pool.
+    since: Instant,
+}
+
+/// A connection for one statement (or a transaction). Dropped, it goes
+/// back through sqlx's pool and its ping; `release` keeps it warm.
+pub(super) struct Lease {
+    connection: Option<Warm>,
+    shared: Arc<Shared>,
+    // Dropped after `connection` (fields drop in order), so that the next
+    // statement finds the connection already back.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for WarmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmPool")
+            .field("pool", &self.0.pool)
+            .field("permits", &self.0.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WarmPool {
+    /// `max_connections` must be the pool's own.
+    pub(super) fn new(pool: PgPool, max_connections: u32, acquire_timeout: Duration) -> Self {
+        Self(Arc::new(Shared {
+            pool,
+            warm: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(max_connections as usize)),
+            acquire_timeout,
+        }))
+    }
+
+    pub(super) async fn lease(&self) -> Result<Lease, Error> {
+        let shared = &self.0;
+        let deadline = tokio::time::Instant::now() + shared.acquire_timeout;
+        let permit = tokio::time::timeout_at(deadline, shared.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| Error::PoolTimedOut)?
+            .map_err(|_| Error::PoolClosed)?;
+        // Bound the lock's scope: a guard held across the `await` below would
+        // make this future !Send.
+        let warm = shared.warm.lock().expect("never held across a panic").pop();
+        let connection = match warm {
+            Some(warm) => warm,
+            // Connections warm plus connections leased never pass the
+            // permits, which equal sqlx's maximum: sqlx has one for us.
+            None => Warm {
+                connection: tokio::time::timeout_at(deadline, shared.pool.acquire())
+                    .await
+                    .map_err(|_| Error::PoolTimedOut)??,
+                since: Instant::now(),
+            },
+        };
+        Ok(Lease {
+            connection: Some(connection),
+            shared: shared.clone(),
+            _permit: permit,
+        })
+    }
+}
+
+impl Lease {
+    /// For a connection whose statement ran to its end: the next statement
+    /// takes it as it is.
+    pub(super) fn release(mut self) {
+        let warm = self.connection.take().expect("held until released");
+        if warm.since.elapsed() < HAND_BACK_AFTER {
+            self.shared
+                .warm
+                .lock()
+                .expect("never held across a panic")
+                .push(warm);
+        }
+        // Otherwise dropped here: back through sqlx's pool.
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self
+            .connection
+            .as_ref()
+            .expect("held until released")
+            .connection
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self
+            .connection
+            .as_mut()
+            .expect("held until released")
+            .connection
+    }
+}
+
+impl<'p> Executor<'p> for &'_ WarmPool {
+    type Database = Postgres;
+
+    /// The results are collected before they are yielded, so that the
+    /// connection is released as soon as the statement ends, not when the
+    /// caller has read the last row. `fetch_all`, `fetch_one` and `execute`
+    /// come here; nothing here streams a large result.
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<
+        'e,
+        Result<Either<<Postgres as Database>::QueryResult, <Postgres as Database>::Row>, Error>,
+    >
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let pool = self.clone();
+        stream::once(async move {
+            let mut lease = pool.lease().await?;
+            let results: Vec<_> = lease.fetch_many(query).try_collect().await?;
+            lease.release();
+            Ok::<_, Error>(stream::iter(results.into_iter().map(Ok)))
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<<Postgres as Database>::Row>, Error>>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        let pool = self.clone();
+        Box::pin(async move {
+            let mut lease = pool.lease().await?;
+            let row = lease.fetch_optional(query).await?;
+            lease.release();
+            Ok(row)
+        })
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [<Postgres as Database>::TypeInfo],
+    ) -> BoxFuture<'e, Result<<Postgres as Database>::Statement, Error>>
+    where
+        'p: 'e,
+    {
+        let pool = self.clone();
+        Box::pin(async move {
+            let mut lease = pool.lease().await?;
+            let statement = lease.prepare_with(sql, parameters).await?;
+            lease.release();
+            Ok(statement)
+        })
+    }
+
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<Describe<Postgres>, Error>> {
+        let pool = self.clone();
+        Box::pin(async move {
+            let mut lease = pool.lease().await?;
+            let described = lease.describe(sql).await?;
+            lease.release();
+            Ok(described)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection as _, postgres::PgPoolOptions};
+
+    use super::*;
+
+    /// `None` (and a note) when no Postgres is configured; with `CI` set, a panic.
+    async fn warm_pool(max_connections: u32) -> Option<WarmPool> {
+        let Some(url) = crate::testing::postgres_admin_url().expect("Postgres is required here")
+        else {
+            eprintln!("note: TEST_DATABASE_URL is not set; this Postgres test did not run");
+            return None;
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .test_before_acquire(false)
+            .connect(&url)
+            .await
+            .expect("connect to Postgres");
+        Some(WarmPool::new(pool, max_connections, Duration::from_secs(5)))
+    }
+
+    async fn backend(pool: &WarmPool) -> Result<i32, Error> {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(pool)
+            .await
+    }
+
+    fn warm_count(pool: &WarmPool) -> usize {
+        pool.0.warm.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_finished_statement_leaves_its_connection_warm_for_the_next() {
+        let Some(pool) = warm_pool(4).await else {
+            return;
+        };
+        let first = backend(&pool).await.unwrap();
+        assert_eq!(warm_count(&pool), 1);
+        assert_eq!(backend(&pool).await.unwrap(), first);
+        let rows: Vec<i32> = sqlx::query_scalar("SELECT generate_series(1, 3)")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, [1, 2, 3]);
+        assert_eq!((warm_count(&pool), pool.0.pool.size()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_statement_leaves_nothing_for_the_next() {
+        let Some(pool) = warm_pool(1).await else {
+            return;
+        };
+        let slow = sqlx::query_scalar::<_, i32>("SELECT 7 FROM pg_sleep(0.5)").fetch_one(&pool);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), slow)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            warm_count(&pool),
+            0,
+            "a cancelled statement's connection goes to sqlx"
+        );
+        let answer: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(answer, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_statement_leaves_nothing_for_the_next() {
+        let Some(pool) = warm_pool(1).await else {
+            return;
+        };
+        let failed = sqlx::query("SELECT * FROM no_such_table")
+            .execute(&pool)
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(warm_count(&pool), 0);
+        let answer: i32 = sqlx::query_scalar("SELECT 2")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(answer, 2);
+    }
+
+    #[tokio::test]
+    async fn a_warm_connection_killed_fails_one_statement_and_is_replaced() {
+        let Some(pool) = warm_pool(1).await else {
+            return;
+        };
+        let killed = backend(&pool).await.unwrap();
+        let url = crate::testing::postgres_admin_url().unwrap().unwrap();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(killed)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        while sqlx::query("SELECT 1 FROM pg_stat_activity WHERE pid = $1")
+            .bind(killed)
+            .fetch_optional(&mut admin)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            backend(&pool).await.is_err(),
+            "the dead connection's statement"
+        );
+        let replacement = backend(&pool).await.unwrap();
+        assert_ne!(replacement, killed);
+    }
+
+    #[tokio::test]
+    async fn statements_beyond_the_pool_wait_their_turn() {
+        let Some(pool) = warm_pool(2).await else {
+            return;
+        };
+        let statements = (0..24).map(|n| {
+            sqlx::query_scalar::<_, i32>("SELECT $1 FROM pg_sleep(0.005)")
+                .bind(n)
+                .fetch_one(&pool)
+        });
+        let answers = futures::future::try_join_all(statements).await.unwrap();
+        assert_eq!(answers, (0..24).collect::<Vec<_>>());
+        assert!(pool.0.pool.size() <= 2);
+        assert!(warm_count(&pool) <= 2);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_dropped_uncommitted_is_rolled_back() {
+        let Some(pool) = warm_pool(1).await else {
+            return;
+        };
+        let mut lease = pool.lease().await.unwrap();
+        let mut transaction = lease.begin().await.unwrap();
+        sqlx::query("CREATE TEMP TABLE dropped_uncommitted (n int)")
+            .execute(&mut *transaction)
+            .await
+            .unwrap();
+        drop(transaction);
+        drop(lease);
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('pg_temp.dropped_uncommitted')::text")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            table, None,
+            "the statement ran inside the dropped transaction"
+        );
+    }
+}
