@@ -53,8 +53,8 @@ impl PostgresStore {
     }
 
     /// Postgres has no single writer: a write takes any of the pool's connections.
-    /// Dropped, not released: a transaction's connection goes back through
-    /// sqlx's ping, which sends the ROLLBACK of one that did not commit.
+    /// Dropped, never released: a transaction's connection is pinged before
+    /// it is reused, which sends the ROLLBACK of one that did not commit.
     async fn writer(&self) -> Result<Lease, sqlx::Error> {
         self.pool.lease().await
     }

@@ -3,15 +3,21 @@
 //! sqlx's pool pings a connection whenever it goes back (`return_to_pool`
 //! sends a Sync and waits for ReadyForQuery, whatever `test_before_acquire`
 //! says): one more round trip to a Postgres backend after every statement,
-//! 2 of the 4 an exchange makes. The ping is there for a connection a
+//! 2 of the 4 an exchange makes. The ping is there for a connection that a
 //! cancelled future or an error left mid-query. A statement that ran to its
 //! end (its ReadyForQuery read) leaves nothing to flush, so here its
-//! connection waits in a list of its own for the next statement. A cancelled
-//! or failed statement's connection goes back through sqlx's pool, which
-//! pings it, or closes it when it is broken, as before.
+//! connection waits in a list of its own for the next statement. Any other
+//! connection (a cancelled or failed statement's, a transaction's) is pinged
+//! here before it joins the list, and closed if that fails.
+//!
+//! A statement waits for one of `max_connections` permits, first come, first
+//! served; a connection leased or being pinged here holds one. So a statement
+//! that finds the list empty finds sqlx below its maximum (but for a
+//! connection just handed back to it, whose ping is one round trip), and does
+//! not wait in sqlx's queue, which connections in the list never reach.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -21,14 +27,14 @@ use futures::{
     stream::{self, BoxStream},
 };
 use sqlx::{
-    Database, Describe, Either, Error, Execute, Executor, PgConnection, PgPool, Postgres, SqlStr,
-    pool::PoolConnection,
+    Connection as _, Database, Describe, Either, Error, Execute, Executor, PgConnection, PgPool,
+    Postgres, SqlStr, pool::PoolConnection,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// How long a connection may stay out of sqlx's pool before it goes back
-/// through it once: its ping, and its max lifetime and idle timeout, which
-/// sqlx applies only to the connections it holds.
+/// A connection out of sqlx's pool this long, or idle in the list this long,
+/// goes back through sqlx's pool: its ping, its max lifetime, and its idle
+/// connections' reaper. Past it, a connection is treated as sqlx treats it.
 const HAND_BACK_AFTER: Duration = Duration::from_secs(30);
 
 /// sqlx's pool with the warm list in front of it. `&WarmPool` is an
@@ -39,9 +45,6 @@ pub(super) struct WarmPool(Arc<Shared>);
 struct Shared {
     pool: PgPool,
     warm: Mutex<Vec<Warm>>,
-    /// One permit per connection sqlx may open, so a statement waits here,
-    /// first come first served. Waiting in sqlx's queue instead, it could
-    /// starve: a warm connection never goes back to that queue.
     permits: Arc<Semaphore>,
     acquire_timeout: Duration,
 }
@@ -50,16 +53,16 @@ struct Warm {
     connection: PoolConnection<Postgres>,
     /// When it came out of sqlx's pool.
     since: Instant,
+    /// When it last joined the list.
+    idle_since: Instant,
 }
 
-/// A connection for one statement (or a transaction). Dropped, it goes
-/// back through sqlx's pool and its ping; `release` keeps it warm.
+/// A connection for one statement (or a transaction). `release` puts it in
+/// the list as it is; dropped, it is pinged first.
 pub(super) struct Lease {
     connection: Option<Warm>,
     shared: Arc<Shared>,
-    // Dropped after `connection` (fields drop in order), so that the next
-    // statement finds the connection already back.
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for WarmPool {
@@ -89,41 +92,95 @@ impl WarmPool {
             .await
             .map_err(|_| Error::PoolTimedOut)?
             .map_err(|_| Error::PoolClosed)?;
-        // Bound the lock's scope: a guard held across the `await` below would
-        // make this future !Send.
-        let warm = shared.warm.lock().expect("never held across a panic").pop();
-        let connection = match warm {
-            Some(warm) => warm,
-            // Connections warm plus connections leased never pass the
-            // permits, which equal sqlx's maximum: sqlx has one for us.
-            None => Warm {
-                connection: tokio::time::timeout_at(deadline, shared.pool.acquire())
+        let (newest, oldest) = {
+            let mut list = shared.list();
+            // The oldest is the one light traffic never reaches (the newest
+            // is taken first): one look per lease is enough to retire it.
+            let oldest = list
+                .first()
+                .is_some_and(Warm::is_stale)
+                .then(|| list.remove(0));
+            (list.pop(), oldest)
+        };
+        drop(oldest);
+        let connection = match newest {
+            Some(warm) if !warm.is_stale() => warm,
+            stale => {
+                drop(stale);
+                let connection = tokio::time::timeout_at(deadline, shared.pool.acquire())
                     .await
-                    .map_err(|_| Error::PoolTimedOut)??,
-                since: Instant::now(),
-            },
+                    .map_err(|_| Error::PoolTimedOut)??;
+                let now = Instant::now();
+                Warm {
+                    connection,
+                    since: now,
+                    idle_since: now,
+                }
+            }
         };
         Ok(Lease {
             connection: Some(connection),
             shared: shared.clone(),
-            _permit: permit,
+            permit: Some(permit),
         })
+    }
+}
+
+impl Shared {
+    fn list(&self) -> MutexGuard<'_, Vec<Warm>> {
+        self.warm.lock().expect("never held across a panic")
+    }
+
+    /// Into the list, or, past `HAND_BACK_AFTER`, dropped: back through
+    /// sqlx's pool.
+    fn keep(&self, mut warm: Warm) {
+        if warm.since.elapsed() < HAND_BACK_AFTER {
+            warm.idle_since = Instant::now();
+            self.list().push(warm);
+        }
+    }
+}
+
+impl Warm {
+    fn is_stale(&self) -> bool {
+        self.since.elapsed() >= HAND_BACK_AFTER || self.idle_since.elapsed() >= HAND_BACK_AFTER
     }
 }
 
 impl Lease {
     /// For a connection whose statement ran to its end: the next statement
-    /// takes it as it is.
+    /// takes it as it is. The permit is dropped after, with the lease.
     pub(super) fn release(mut self) {
         let warm = self.connection.take().expect("held until released");
-        if warm.since.elapsed() < HAND_BACK_AFTER {
-            self.shared
-                .warm
-                .lock()
-                .expect("never held across a panic")
-                .push(warm);
-        }
-        // Otherwise dropped here: back through sqlx's pool.
+        self.shared.keep(warm);
+    }
+}
+
+impl Drop for Lease {
+    /// A connection not released: its statement was cancelled or failed, or
+    /// it held a transaction. It is pinged before it joins the list, which
+    /// sends a dropped transaction's ROLLBACK and reads what a cancelled
+    /// statement left, holding the permit meanwhile, so that the statements
+    /// waiting count it as taken. Closed when the ping fails or takes longer
+    /// than a statement would wait for a connection.
+    fn drop(&mut self) {
+        let (Some(mut warm), Some(permit)) = (self.connection.take(), self.permit.take()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // shutting down: sqlx's pool has it
+        };
+        let shared = self.shared.clone();
+        runtime.spawn(async move {
+            match tokio::time::timeout(shared.acquire_timeout, warm.connection.ping()).await {
+                Ok(Ok(())) => shared.keep(warm),
+                _ => {
+                    warm.connection.close_on_drop();
+                    drop(warm);
+                }
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -274,22 +331,47 @@ mod tests {
         let Some(pool) = warm_pool(1).await else {
             return;
         };
-        let slow = sqlx::query_scalar::<_, i32>("SELECT 7 FROM pg_sleep(0.5)").fetch_one(&pool);
+        let first = backend(&pool).await.unwrap();
+        let slow = sqlx::query_scalar::<_, i32>("SELECT 7 FROM pg_sleep(0.3)").fetch_one(&pool);
         assert!(
             tokio::time::timeout(Duration::from_millis(50), slow)
                 .await
                 .is_err()
         );
-        assert_eq!(
-            warm_count(&pool),
-            0,
-            "a cancelled statement's connection goes to sqlx"
-        );
-        let answer: i32 = sqlx::query_scalar("SELECT 1")
+        // The one connection, pinged once its statement is over (which reads
+        // the 7), then reused.
+        let answer: (i32, i32) = sqlx::query_as("SELECT 1, pg_backend_pid()")
             .fetch_one(&pool)
             .await
             .unwrap();
-        assert_eq!(answer, 1);
+        assert_eq!(answer, (1, first));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_statement_keeps_its_place_until_its_connection_is_ready() {
+        let Some(pool) = warm_pool(2).await else {
+            return;
+        };
+        let slow = sqlx::query("SELECT pg_sleep(1)").execute(&pool);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), slow)
+                .await
+                .is_err()
+        );
+        let mut held = pool.lease().await.unwrap();
+        let held_backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *held)
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { backend(&pool).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        held.release();
+        // Not the cancelled statement's connection, which is still busy: the
+        // waiting statement is first in line for the one released.
+        assert_eq!(waiting.await.unwrap().unwrap(), held_backend);
     }
 
     #[tokio::test]
@@ -301,7 +383,6 @@ mod tests {
             .execute(&pool)
             .await;
         assert!(failed.is_err());
-        assert_eq!(warm_count(&pool), 0);
         let answer: i32 = sqlx::query_scalar("SELECT 2")
             .fetch_one(&pool)
             .await
