@@ -92,21 +92,28 @@ impl WarmPool {
             .await
             .map_err(|_| Error::PoolTimedOut)?
             .map_err(|_| Error::PoolClosed)?;
-        let (newest, oldest) = {
+        let (fresh, stale) = {
             let mut list = shared.list();
             // The oldest is the one light traffic never reaches (the newest
             // is taken first): one look per lease is enough to retire it.
-            let oldest = list
-                .first()
-                .is_some_and(Warm::is_stale)
-                .then(|| list.remove(0));
-            (list.pop(), oldest)
+            let mut stale: Vec<Warm> = Vec::new();
+            stale.extend(
+                list.first()
+                    .is_some_and(Warm::is_stale)
+                    .then(|| list.remove(0)),
+            );
+            let fresh = loop {
+                match list.pop() {
+                    Some(warm) if warm.is_stale() => stale.push(warm),
+                    newest => break newest,
+                }
+            };
+            (fresh, stale)
         };
-        drop(oldest);
-        let connection = match newest {
-            Some(warm) if !warm.is_stale() => warm,
-            stale => {
-                drop(stale);
+        drop(stale); // back through sqlx's pool, outside the lock
+        let connection = match fresh {
+            Some(warm) => warm,
+            None => {
                 let connection = tokio::time::timeout_at(deadline, shared.pool.acquire())
                     .await
                     .map_err(|_| Error::PoolTimedOut)??;
@@ -168,7 +175,7 @@ impl Drop for Lease {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // shutting down: sqlx's pool has it
+            return; // outside a runtime: to sqlx's pool, as a plain sqlx connection goes
         };
         let shared = self.shared.clone();
         runtime.spawn(async move {
@@ -352,7 +359,8 @@ mod tests {
         let Some(pool) = warm_pool(2).await else {
             return;
         };
-        let slow = sqlx::query("SELECT pg_sleep(1)").execute(&pool);
+        // Busy for longer than anything below takes, however slow the machine.
+        let slow = sqlx::query("SELECT pg_sleep(3)").execute(&pool);
         assert!(
             tokio::time::timeout(Duration::from_millis(50), slow)
                 .await
