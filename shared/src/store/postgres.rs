@@ -48,7 +48,7 @@ impl PostgresStore {
                 .context("migrating the Postgres database")?;
         }
         Ok(Self {
-            pool: WarmPool::new(pool, settings.max_connections, ACQUIRE_TIMEOUT),
+            pool: WarmPool::new(pool),
         })
     }
 

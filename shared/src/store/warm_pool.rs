@@ -32,9 +32,9 @@ use sqlx::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// A connection out of sqlx's pool this long, or idle in the list this long,
-/// goes back through sqlx's pool: its ping, its max lifetime, and its idle
-/// connections' reaper. Past it, a connection is treated as sqlx treats it.
+/// A connection out of sqlx's pool this long (so any idle in the list this
+/// long) goes back through sqlx's pool: its ping, its max lifetime, and its
+/// idle connections' reaper. Past it, a connection is treated as sqlx treats it.
 const HAND_BACK_AFTER: Duration = Duration::from_secs(30);
 
 /// sqlx's pool with the warm list in front of it. `&WarmPool` is an
@@ -53,8 +53,6 @@ struct Warm {
     connection: PoolConnection<Postgres>,
     /// When it came out of sqlx's pool.
     since: Instant,
-    /// When it last joined the list.
-    idle_since: Instant,
 }
 
 /// A connection for one statement (or a transaction). `release` puts it in
@@ -75,12 +73,16 @@ impl std::fmt::Debug for WarmPool {
 }
 
 impl WarmPool {
-    /// `max_connections` must be the pool's own.
-    pub(super) fn new(pool: PgPool, max_connections: u32, acquire_timeout: Duration) -> Self {
+    /// As many permits as `pool` has connections, waited for as long as it
+    /// waits for one.
+    pub(super) fn new(pool: PgPool) -> Self {
+        let options = pool.options();
+        let permits = Semaphore::new(options.get_max_connections() as usize);
+        let acquire_timeout = options.get_acquire_timeout();
         Self(Arc::new(Shared {
             pool,
             warm: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(max_connections as usize)),
+            permits: Arc::new(permits),
             acquire_timeout,
         }))
     }
@@ -92,6 +94,7 @@ impl WarmPool {
             .await
             .map_err(|_| Error::PoolTimedOut)?
             .map_err(|_| Error::PoolClosed)?;
+        let now = Instant::now();
         let (fresh, stale) = {
             let mut list = shared.list();
             // The oldest is the one light traffic never reaches (the newest
@@ -99,12 +102,12 @@ impl WarmPool {
             let mut stale: Vec<Warm> = Vec::new();
             stale.extend(
                 list.first()
-                    .is_some_and(Warm::is_stale)
+                    .is_some_and(|oldest| oldest.is_stale(now))
                     .then(|| list.remove(0)),
             );
             let fresh = loop {
                 match list.pop() {
-                    Some(warm) if warm.is_stale() => stale.push(warm),
+                    Some(warm) if warm.is_stale(now) => stale.push(warm),
                     newest => break newest,
                 }
             };
@@ -117,11 +120,9 @@ impl WarmPool {
                 let connection = tokio::time::timeout_at(deadline, shared.pool.acquire())
                     .await
                     .map_err(|_| Error::PoolTimedOut)??;
-                let now = Instant::now();
                 Warm {
                     connection,
-                    since: now,
-                    idle_since: now,
+                    since: Instant::now(),
                 }
             }
         };
@@ -140,17 +141,16 @@ impl Shared {
 
     /// Into the list, or, past `HAND_BACK_AFTER`, dropped: back through
     /// sqlx's pool.
-    fn keep(&self, mut warm: Warm) {
-        if warm.since.elapsed() < HAND_BACK_AFTER {
-            warm.idle_since = Instant::now();
+    fn keep(&self, warm: Warm) {
+        if !warm.is_stale(Instant::now()) {
             self.list().push(warm);
         }
     }
 }
 
 impl Warm {
-    fn is_stale(&self) -> bool {
-        self.since.elapsed() >= HAND_BACK_AFTER || self.idle_since.elapsed() >= HAND_BACK_AFTER
+    fn is_stale(&self, now: Instant) -> bool {
+        now.duration_since(self.since) >= HAND_BACK_AFTER
     }
 }
 
@@ -304,7 +304,7 @@ mod tests {
             .connect(&url)
             .await
             .expect("connect to Postgres");
-        Some(WarmPool::new(pool, max_connections, Duration::from_secs(5)))
+        Some(WarmPool::new(pool))
     }
 
     async fn backend(pool: &WarmPool) -> Result<i32, Error> {
@@ -330,6 +330,30 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, [1, 2, 3]);
+        assert_eq!((warm_count(&pool), pool.0.pool.size()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_connection_out_of_sqlx_too_long_goes_back_through_it() {
+        let Some(pool) = warm_pool(1).await else {
+            return;
+        };
+        let age = |warm: &mut Warm| {
+            warm.since = warm.since.checked_sub(HAND_BACK_AFTER).expect("up 30 s");
+        };
+        backend(&pool).await.unwrap();
+        // Found aged in the list: handed back, and a connection taken from
+        // sqlx anew (the same one, after sqlx's ping: the pool has one).
+        age(&mut pool.0.list()[0]);
+        backend(&pool).await.unwrap();
+        assert_eq!(warm_count(&pool), 1);
+        assert!(!pool.0.list()[0].is_stale(Instant::now()));
+        // Aged while leased: released to sqlx, not to the list.
+        let mut lease = pool.lease().await.unwrap();
+        age(lease.connection.as_mut().unwrap());
+        lease.release();
+        assert_eq!(warm_count(&pool), 0);
+        backend(&pool).await.unwrap();
         assert_eq!((warm_count(&pool), pool.0.pool.size()), (1, 1));
     }
 
