@@ -32,9 +32,10 @@ use sqlx::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// A connection out of sqlx's pool this long (so any idle in the list this
-/// long) goes back through sqlx's pool: its ping, its max lifetime, and its
-/// idle connections' reaper. Past it, a connection is treated as sqlx treats it.
+/// A connection out of sqlx's pool this long goes back through it (its ping,
+/// its max lifetime, its idle connections' reaper) when it is next released
+/// or a lease next finds it in the list. A server idle since keeps its list
+/// until the next statement: nothing sweeps it.
 const HAND_BACK_AFTER: Duration = Duration::from_secs(30);
 
 /// sqlx's pool with the warm list in front of it. `&WarmPool` is an
@@ -73,8 +74,8 @@ impl std::fmt::Debug for WarmPool {
 }
 
 impl WarmPool {
-    /// As many permits as `pool` has connections, waited for as long as it
-    /// waits for one.
+    /// As many permits as `pool`'s `max_connections`, waited for as long as
+    /// it waits for a connection.
     pub(super) fn new(pool: PgPool) -> Self {
         let options = pool.options();
         let permits = Semaphore::new(options.get_max_connections() as usize);
@@ -301,6 +302,7 @@ mod tests {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(5))
             .connect(&url)
             .await
             .expect("connect to Postgres");
@@ -339,15 +341,16 @@ mod tests {
             return;
         };
         let age = |warm: &mut Warm| {
-            warm.since = warm.since.checked_sub(HAND_BACK_AFTER).expect("up 30 s");
+            warm.since = warm.since.checked_sub(HAND_BACK_AFTER).unwrap();
         };
         backend(&pool).await.unwrap();
         // Found aged in the list: handed back, and a connection taken from
         // sqlx anew (the same one, after sqlx's ping: the pool has one).
         age(&mut pool.0.list()[0]);
+        let before = Instant::now();
         backend(&pool).await.unwrap();
         assert_eq!(warm_count(&pool), 1);
-        assert!(!pool.0.list()[0].is_stale(Instant::now()));
+        assert!(pool.0.list()[0].since >= before);
         // Aged while leased: released to sqlx, not to the list.
         let mut lease = pool.lease().await.unwrap();
         age(lease.connection.as_mut().unwrap());
