@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::time::Instant;
+use tokio::{sync::oneshot, time::Instant};
 use tracing::Instrument;
 
 use super::{Answer, Exchange, finish, live::Generation};
@@ -52,13 +52,21 @@ impl GenerationEvent {
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 const MAX_DELTAS: usize = 65_536;
 
-/// Starts the provider call for an exchange whose user message is stored. Its
-/// events go to `generation`'s log, which already holds `Start`. Generations
-/// are tracked by the state, so a graceful shutdown waits for the ones whose
-/// clients have left to store their answers.
-pub fn spawn_generation(state: AppState, exchange: Exchange, generation: Arc<Generation>) {
+/// Starts the provider call for an exchange whose user message is stored,
+/// though perhaps not yet on disk (`Store::ask`). Its events go to
+/// `generation`'s log once `started` resolves, the caller having published
+/// `Start` there; if the sender is dropped instead, the question may not be
+/// stored, and the generation ends with nothing published or stored.
+/// Generations are tracked by the state, so a graceful shutdown waits for the
+/// ones whose clients have left to store their answers.
+pub fn spawn_generation(
+    state: AppState,
+    exchange: Exchange,
+    generation: Arc<Generation>,
+    started: oneshot::Receiver<()>,
+) {
     let tracker = state.generations.clone();
-    tracker.spawn(run(state, exchange, generation).instrument(tracing::Span::current()));
+    tracker.spawn(run(state, exchange, generation, started).instrument(tracing::Span::current()));
 }
 
 /// Why the generation ended before the provider did.
@@ -67,7 +75,12 @@ enum Interruption {
     Deserted,
 }
 
-async fn run(state: AppState, exchange: Exchange, generation: Arc<Generation>) {
+async fn run(
+    state: AppState,
+    exchange: Exchange,
+    generation: Arc<Generation>,
+    started: oneshot::Receiver<()>,
+) {
     let deadline = exchange
         .request
         .deadline
@@ -93,6 +106,9 @@ async fn run(state: AppState, exchange: Exchange, generation: Arc<Generation>) {
         }
         _ = &mut interrupted => None,
     };
+    if started.await.is_err() {
+        return;
+    }
     let (model, mut stream) = match opened {
         Some(Ok(stream)) => (stream.model, Some(stream.chunks)),
         Some(Err(err)) => {

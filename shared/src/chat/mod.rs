@@ -83,7 +83,9 @@ pub struct Exchange {
 
 /// Checks the user's quota, then stores the user's message before anything is
 /// sent upstream, so a provider failure never loses it, and builds the
-/// provider request from the history.
+/// provider request from the history. The message may not be on disk yet
+/// (`Store::ask`): the answer's commit, or `make_durable` before a client is
+/// told of it otherwise, puts it there.
 #[tracing::instrument(skip_all, fields(user_id, session_id))]
 pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<Exchange> {
     let now = OffsetDateTime::now_utc();
@@ -209,13 +211,22 @@ pub async fn complete(state: &AppState, exchange: &Exchange) -> Result<(Message,
         .request
         .deadline
         .unwrap_or_else(tokio::time::Instant::now);
-    let completion = tokio::time::timeout_at(deadline, state.provider.complete(&exchange.request))
-        .await
-        .unwrap_or(Err(ProviderError::Timeout))
-        .map_err(|source| ApiError::Provider {
-            source,
-            session_id: Some(exchange.session_id),
-        })?;
+    let completion =
+        match tokio::time::timeout_at(deadline, state.provider.complete(&exchange.request))
+            .await
+            .unwrap_or(Err(ProviderError::Timeout))
+        {
+            Ok(completion) => completion,
+            Err(source) => {
+                // The problem says the session holds the question; with no
+                // answer stored to flush it, make sure it does.
+                state.store.make_durable().await?;
+                return Err(ApiError::Provider {
+                    source,
+                    session_id: Some(exchange.session_id),
+                });
+            }
+        };
     let answer = Answer {
         content: completion.content,
         usage: completion.usage,

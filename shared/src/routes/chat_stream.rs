@@ -16,6 +16,7 @@ use axum::{
 };
 use futures::StreamExt;
 use serde::Deserialize;
+use tokio::sync::oneshot;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -76,14 +77,27 @@ async fn chat_stream(
     let input = body.parse(&state)?;
     let exchange = chat::begin(&state, user.id, input).await?;
     let generation = state.live.start(user.id, exchange.session_id).await;
-    generation.publish(GenerationEvent::Start {
+    let start = GenerationEvent::Start {
         generation_id: generation.id.clone(),
         session_id: exchange.session_id,
         user_message: exchange.user_message.clone(),
-    });
+    };
     // Following before the generation starts, so it never runs unfollowed.
     let events = generation.follow(0).boxed();
-    chat::spawn_generation(state.clone(), exchange, generation.clone());
+    // The provider is asked while the question reaches the disk; `start`,
+    // which says it is stored, and so every event after it, waits for that.
+    let (started, when_started) = oneshot::channel();
+    chat::spawn_generation(state.clone(), exchange, generation.clone(), when_started);
+    if let Err(err) = state.store.make_durable().await {
+        let err = ApiError::from(err);
+        // Ends the provider's call and the log, whose id nobody has been told.
+        generation.stop();
+        generation.publish(GenerationEvent::Error(err.to_problem()));
+        return Err(err);
+    }
+    generation.publish(start);
+    // The generation is gone only if the runtime is shutting down.
+    let _ = started.send(());
     Ok(sse(&generation.id, events))
 }
 

@@ -358,6 +358,14 @@ pub trait Store: Send + Sync + 'static {
     /// no longer exists; no `Asked` means nothing was written. One statement
     /// on Postgres, so the provider is asked after one round trip; the
     /// default asks for each.
+    ///
+    /// The question is committed, and seen by every later read, when this
+    /// returns, but on Postgres not yet on disk: its commit does not wait for
+    /// the flush, which the provider's request need not wait for either. The
+    /// next commit that does wait (the answer's, or `make_durable`) flushes it
+    /// too, the log being written in order. Until then a crash of the
+    /// database can lose it, and the request that asked it then ends in an
+    /// error, never in an answer or a `start` event.
     async fn ask(
         &self,
         user_id: i64,
@@ -390,6 +398,14 @@ pub trait Store: Send + Sync + 'static {
             recent,
         };
         Ok(Some((standing, Some(asked))))
+    }
+
+    /// Returns once every write acknowledged so far would survive a crash of
+    /// the database: what a caller waits for before it tells a client that
+    /// its question is stored, with no answer stored since. Only `ask`
+    /// acknowledges earlier than that, on Postgres; elsewhere nothing waits.
+    async fn make_durable(&self) -> StoreResult<()> {
+        Ok(())
     }
 
     /// The user's usage per month and model, newest month first.

@@ -156,6 +156,12 @@ macro_rules! session_columns {
 /// `exchange` messages when the question was stored. One row per message;
 /// one without a session when nothing was stored; none when the user does
 /// not exist.
+///
+/// The statement's own transaction commits without waiting for the disk
+/// (`set_config(..., true)` lasts until that commit): the rows come back a
+/// flush sooner, and the flush that follows, the answer's or
+/// `make_durable`'s, carries the question to disk with its own (`Store::ask`).
+/// The filter holds for every row; it is only there to run the call.
 macro_rules! asked_rows {
     ($session:literal) => {
         concat!(
@@ -165,7 +171,8 @@ macro_rules! asked_rows {
                 e.asked, e.id, e.role, e.content, e.tokens, e.status, e.created_at \
             FROM standing s LEFT JOIN ",
             $session,
-            " c ON true LEFT JOIN exchange e ON true"
+            " c ON true LEFT JOIN exchange e ON true \
+            WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL"
         )
     };
 }
@@ -295,7 +302,18 @@ fn asked_from(rows: &[PgRow], history: i64) -> StoreResult<Option<(Standing, Opt
     Ok(Some((standing, Some(asked))))
 }
 
+/// A commit waits for the disk only when its transaction wrote to the log
+/// (a bare transaction id does not), and Postgres flushes the log in order:
+/// the smallest such write, a transactional logical-decoding message, which
+/// touches no table and no lock, flushes every commit before it.
+const FLUSH: &str = "SELECT pg_logical_emit_message(true, 'chat-api', '')";
+
 sql::impl_sql_store!(PostgresStore, {
+    async fn make_durable(&self) -> StoreResult<()> {
+        sqlx::query(FLUSH).execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn ask(
         &self,
         user_id: i64,

@@ -386,13 +386,29 @@ mod tests {
         let Some(pool) = warm_pool(2).await else {
             return;
         };
-        // Busy for longer than anything below takes, however slow the machine.
-        let slow = sqlx::query("SELECT pg_sleep(3)").execute(&pool);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), slow)
-                .await
-                .is_err()
-        );
+        // Busy for longer than anything below takes, however slow the
+        // machine, and cancelled once Postgres runs it: a fixed wait could
+        // cancel it still waiting for its connection on a loaded machine.
+        let slow = sqlx::query("SELECT pg_sleep(3) -- keeps its place").execute(&pool);
+        let url = crate::testing::postgres_admin_url().unwrap().unwrap();
+        let mut admin = PgConnection::connect(&url).await.unwrap();
+        let running = async {
+            while sqlx::query(
+                "SELECT 1 FROM pg_stat_activity \
+                 WHERE state = 'active' AND query = 'SELECT pg_sleep(3) -- keeps its place'",
+            )
+            .fetch_optional(&mut admin)
+            .await
+            .unwrap()
+            .is_none()
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::select! {
+            _ = slow => panic!("the statement ended before it was seen running"),
+            () = running => {}
+        }
         let mut held = pool.lease().await.unwrap();
         let held_backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut *held)
