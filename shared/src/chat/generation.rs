@@ -53,20 +53,23 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 const MAX_DELTAS: usize = 65_536;
 
 /// Starts the provider call for an exchange whose user message is stored,
-/// though perhaps not yet on disk (`Store::ask`). Its events go to
-/// `generation`'s log once `started` resolves, the caller having published
-/// `Start` there; if the sender is dropped instead, the question may not be
-/// stored, and the generation ends with nothing published or stored.
+/// perhaps not yet on disk (`Store::ask`), and publishes `Start` to
+/// `generation`'s log once it is (`Store::make_durable`), while the provider
+/// is being asked; the rest of its events follow. What the returned receiver
+/// gets says which: `Ok` once `Start` is out, or the error that ended the
+/// generation, having published and stored nothing but an `Error` that ends
+/// its log. The generation runs on whether or not anyone awaits that.
 /// Generations are tracked by the state, so a graceful shutdown waits for the
 /// ones whose clients have left to store their answers.
 pub fn spawn_generation(
     state: AppState,
     exchange: Exchange,
     generation: Arc<Generation>,
-    started: oneshot::Receiver<()>,
-) {
+) -> oneshot::Receiver<Result<(), ApiError>> {
+    let (started, when_started) = oneshot::channel();
     let tracker = state.generations.clone();
     tracker.spawn(run(state, exchange, generation, started).instrument(tracing::Span::current()));
+    when_started
 }
 
 /// Why the generation ended before the provider did.
@@ -79,7 +82,7 @@ async fn run(
     state: AppState,
     exchange: Exchange,
     generation: Arc<Generation>,
-    started: oneshot::Receiver<()>,
+    started: oneshot::Sender<Result<(), ApiError>>,
 ) {
     let deadline = exchange
         .request
@@ -100,13 +103,16 @@ async fn run(
     };
     tokio::pin!(interrupted);
 
-    let opened = tokio::select! {
-        opened = tokio::time::timeout_at(deadline, state.provider.stream(&exchange.request)) => {
-            Some(opened.unwrap_or(Err(ProviderError::Timeout)))
+    let open = async {
+        tokio::select! {
+            opened = tokio::time::timeout_at(deadline, state.provider.stream(&exchange.request)) => {
+                Some(opened.unwrap_or(Err(ProviderError::Timeout)))
+            }
+            _ = &mut interrupted => None,
         }
-        _ = &mut interrupted => None,
     };
-    if started.await.is_err() {
+    let (stored, opened) = tokio::join!(start(&state, &exchange, &generation, started), open);
+    if !stored {
         return;
     }
     let (model, mut stream) = match opened {
@@ -192,6 +198,41 @@ async fn run(
         }
     };
     generation.publish(event);
+}
+
+/// Publishes `Start` once the question is on disk, and says so to the
+/// asker (who may have gone); false, having ended the log and the provider's
+/// call, if it is not.
+async fn start(
+    state: &AppState,
+    exchange: &Exchange,
+    generation: &Generation,
+    started: oneshot::Sender<Result<(), ApiError>>,
+) -> bool {
+    let outcome = state
+        .store
+        .make_durable(exchange.session_id, &exchange.user_message)
+        .await;
+    let outcome = match outcome {
+        Ok(()) => {
+            generation.publish(GenerationEvent::Start {
+                generation_id: generation.id.clone(),
+                session_id: exchange.session_id,
+                user_message: exchange.user_message.clone(),
+            });
+            Ok(())
+        }
+        Err(err) => {
+            let err = ApiError::from(err);
+            // Nobody has been told the log's id; it ends all the same.
+            generation.publish(GenerationEvent::Error(err.to_problem()));
+            generation.stop();
+            Err(err)
+        }
+    };
+    let stored = outcome.is_ok();
+    let _ = started.send(outcome);
+    stored
 }
 
 fn problem(err: ProviderError) -> Problem {

@@ -84,8 +84,8 @@ pub struct Exchange {
 /// Checks the user's quota, then stores the user's message before anything is
 /// sent upstream, so a provider failure never loses it, and builds the
 /// provider request from the history. The message may not be on disk yet
-/// (`Store::ask`): the answer's commit, or `make_durable` before a client is
-/// told of it otherwise, puts it there.
+/// (`Store::ask`): the answer's commit puts it there, or `make_durable`
+/// before a client is told of it otherwise.
 #[tracing::instrument(skip_all, fields(user_id, session_id))]
 pub async fn begin(state: &AppState, user_id: i64, input: ChatInput) -> Result<Exchange> {
     let now = OffsetDateTime::now_utc();
@@ -157,7 +157,8 @@ pub struct Answer {
     pub status: MessageStatus,
 }
 
-/// Stores the assistant's answer and adds its usage to the month, in one transaction.
+/// Stores the assistant's answer and adds its usage to the month, in one
+/// transaction, only while the question is there (`Store::append_answer`).
 pub async fn finish(
     state: &AppState,
     exchange: &Exchange,
@@ -178,11 +179,12 @@ pub async fn finish(
     };
     let stored = state
         .store
-        .append_message(
+        .append_answer(
             exchange.user_id,
             exchange.session_id,
+            &exchange.user_message,
             &message,
-            Some(&record),
+            &record,
         )
         .await?;
     Ok((stored, usage))
@@ -220,7 +222,10 @@ pub async fn complete(state: &AppState, exchange: &Exchange) -> Result<(Message,
             Err(source) => {
                 // The problem says the session holds the question; with no
                 // answer stored to flush it, make sure it does.
-                state.store.make_durable().await?;
+                state
+                    .store
+                    .make_durable(exchange.session_id, &exchange.user_message)
+                    .await?;
                 return Err(ApiError::Provider {
                     source,
                     session_id: Some(exchange.session_id),

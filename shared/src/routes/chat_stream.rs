@@ -16,7 +16,6 @@ use axum::{
 };
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::oneshot;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -26,7 +25,7 @@ use super::{
 };
 use crate::{
     auth::{CurrentUser, EventSourceUser},
-    chat::{self, Found, GenerationEvent, Kind, live::Events},
+    chat::{self, Found, Kind, live::Events},
     error::{ApiError, PROBLEM_JSON, Problem, Result},
     extract::{AppJson, AppPath, AppQuery},
     state::AppState,
@@ -77,28 +76,16 @@ async fn chat_stream(
     let input = body.parse(&state)?;
     let exchange = chat::begin(&state, user.id, input).await?;
     let generation = state.live.start(user.id, exchange.session_id).await;
-    let start = GenerationEvent::Start {
-        generation_id: generation.id.clone(),
-        session_id: exchange.session_id,
-        user_message: exchange.user_message.clone(),
-    };
     // Following before the generation starts, so it never runs unfollowed.
     let events = generation.follow(0).boxed();
-    // The provider is asked while the question reaches the disk; `start`,
-    // which says it is stored, and so every event after it, waits for that.
-    let (started, when_started) = oneshot::channel();
-    chat::spawn_generation(state.clone(), exchange, generation.clone(), when_started);
-    if let Err(err) = state.store.make_durable().await {
-        let err = ApiError::from(err);
-        // Ends the provider's call and the log, whose id nobody has been told.
-        generation.stop();
-        generation.publish(GenerationEvent::Error(err.to_problem()));
-        return Err(err);
+    let started = chat::spawn_generation(state.clone(), exchange, generation.clone());
+    match started.await {
+        Ok(Ok(())) => Ok(sse(&generation.id, events)),
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(ApiError::Internal(anyhow::anyhow!(
+            "the generation ended before it started"
+        ))),
     }
-    generation.publish(start);
-    // The generation is gone only if the runtime is shutting down.
-    let _ = started.send(());
-    Ok(sse(&generation.id, events))
 }
 
 #[derive(Deserialize, IntoParams)]

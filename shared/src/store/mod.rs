@@ -361,11 +361,13 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// The question is committed, and seen by every later read, when this
     /// returns, but on Postgres not yet on disk: its commit does not wait for
-    /// the flush, which the provider's request need not wait for either. The
-    /// next commit that does wait (the answer's, or `make_durable`) flushes it
+    /// the flush, which the provider's request need not wait for either.
+    /// `append_answer` and `make_durable` commit only while the question is
+    /// there, and wait for the flush, which carries the question to disk
     /// too, the log being written in order. Until then a crash of the
-    /// database can lose it, and the request that asked it then ends in an
-    /// error, never in an answer or a `start` event.
+    /// database can lose it (other requests may have read it meanwhile), and
+    /// the request that asked it then ends in an error, never in an answer or
+    /// a `start` event.
     async fn ask(
         &self,
         user_id: i64,
@@ -400,12 +402,33 @@ pub trait Store: Send + Sync + 'static {
         Ok(Some((standing, Some(asked))))
     }
 
-    /// Returns once every write acknowledged so far would survive a crash of
-    /// the database: what a caller waits for before it tells a client that
-    /// its question is stored, with no answer stored since. Only `ask`
-    /// acknowledges earlier than that, on Postgres; elsewhere nothing waits.
-    async fn make_durable(&self) -> StoreResult<()> {
+    /// Returns once `question`, asked in `session_id`, is as durable as any
+    /// other write: what a caller waits for before it tells a client that
+    /// the question is stored, with no answer stored since. Only `ask`
+    /// acknowledges a write before that, on Postgres; elsewhere nothing
+    /// waits. `Unavailable` when the question is no longer there (a crash of
+    /// the database lost it, or its session was deleted meanwhile).
+    async fn make_durable(&self, session_id: i64, question: &Message) -> StoreResult<()> {
+        let _ = (session_id, question);
         Ok(())
+    }
+
+    /// Stores an answer as `append_message` does, with its usage, only while
+    /// its `question` is still there: on Postgres a crash can lose a question
+    /// (`ask`), and an answer must not outlive it. `SessionNotFound` when it
+    /// is not. Elsewhere a question, once acknowledged, outlives the server
+    /// that asked it, so nothing more is checked.
+    async fn append_answer(
+        &self,
+        user_id: i64,
+        session_id: i64,
+        question: &Message,
+        answer: &NewMessage,
+        usage: &UsageRecord,
+    ) -> StoreResult<Message> {
+        let _ = question;
+        self.append_message(user_id, session_id, answer, Some(usage))
+            .await
     }
 
     /// The user's usage per month and model, newest month first.

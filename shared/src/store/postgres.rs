@@ -71,7 +71,25 @@ impl PostgresStore {
         usage: Option<&UsageRecord>,
         now: DbTime,
     ) -> StoreResult<Message> {
-        let stored: Option<Message> = sqlx::query_as(APPEND_MESSAGE)
+        self.append_after(user_id, session_id, None, message, usage, now)
+            .await
+    }
+
+    /// `append`, and with `question`, only while that question is there.
+    async fn append_after(
+        &self,
+        user_id: i64,
+        session_id: i64,
+        question: Option<&Message>,
+        message: &NewMessage,
+        usage: Option<&UsageRecord>,
+        now: DbTime,
+    ) -> StoreResult<Message> {
+        let statement = match question {
+            None => APPEND_MESSAGE,
+            Some(_) => APPEND_ANSWER,
+        };
+        let query = sqlx::query_as(statement)
             .bind(session_id)
             .bind(user_id)
             .bind(now)
@@ -83,9 +101,12 @@ impl PostgresStore {
             .bind(usage.map(|usage| usage.model.as_str()))
             .bind(usage.map(|usage| usage.prompt_tokens))
             .bind(usage.map(|usage| usage.completion_tokens))
-            .bind(usage.map(|usage| usage.day.as_str()))
-            .fetch_optional(&self.pool)
-            .await?;
+            .bind(usage.map(|usage| usage.day.as_str()));
+        let query = match question {
+            None => query,
+            Some(question) => query.bind(question.id).bind(DbTime(question.created_at)),
+        };
+        let stored: Option<Message> = query.fetch_optional(&self.pool).await?;
         stored.ok_or(StoreError::SessionNotFound)
     }
 
@@ -178,10 +199,13 @@ macro_rules! asked_rows {
 }
 
 /// $1-$7 as `bump_session!` and `store_message!`; $8-$12 the usage (month,
-/// model, prompt and completion tokens, day), all NULL for a user's message.
-const APPEND_MESSAGE: &str = concat!(
+/// model, prompt and completion tokens, day), all NULL for a user's message;
+/// stored only if `$only_if`.
+macro_rules! append {
+    ($only_if:expr) => {
+        concat!(
     "WITH ",
-    bump_session!("", ""),
+    bump_session!($only_if, ""),
     ", ",
     store_message!("bumped"),
     ", monthly AS ( \
@@ -200,6 +224,18 @@ const APPEND_MESSAGE: &str = concat!(
         requests = usage_daily.requests + 1 \
     ) \
     SELECT id, role, content, tokens, status, created_at FROM stored"
+        )
+    };
+}
+
+const APPEND_MESSAGE: &str = append!("");
+
+/// An answer, stored as APPEND_MESSAGE stores a message, only while its
+/// question ($13, asked at $14) is in the session: one that a crash lost
+/// before it reached the disk (`Store::ask`) takes the answer with it. The
+/// time too, since after such a crash its id can be handed out again.
+const APPEND_ANSWER: &str = append!(
+    "AND EXISTS (SELECT 1 FROM messages WHERE id = $13 AND session_id = $1 AND created_at = $14)"
 );
 
 /// A question ($4-$7) in the user's session $1, stored as APPEND_MESSAGE
@@ -305,13 +341,47 @@ fn asked_from(rows: &[PgRow], history: i64) -> StoreResult<Option<(Standing, Opt
 /// A commit waits for the disk only when its transaction wrote to the log
 /// (a bare transaction id does not), and Postgres flushes the log in order:
 /// the smallest such write, a transactional logical-decoding message, which
-/// touches no table and no lock, flushes every commit before it.
-const FLUSH: &str = "SELECT pg_logical_emit_message(true, 'chat-api', '')";
+/// touches no table, flushes every commit before it. Written only while the
+/// question ($1 in session $2, asked at $3) is there, which a crash before
+/// its flush would have lost. With `wal_level=logical`, decoding clients
+/// see a `chat-api` message per stream, which they may ignore.
+const FLUSH_QUESTION: &str = "SELECT pg_logical_emit_message(true, 'chat-api', '') \
+    FROM messages WHERE id = $1 AND session_id = $2 AND created_at = $3";
 
 sql::impl_sql_store!(PostgresStore, {
-    async fn make_durable(&self) -> StoreResult<()> {
-        sqlx::query(FLUSH).execute(&self.pool).await?;
-        Ok(())
+    async fn make_durable(&self, session_id: i64, question: &Message) -> StoreResult<()> {
+        let flushed = sqlx::query(FLUSH_QUESTION)
+            .bind(question.id)
+            .bind(session_id)
+            .bind(DbTime(question.created_at))
+            .fetch_optional(&self.pool)
+            .await?;
+        match flushed {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Unavailable(anyhow::anyhow!(
+                "question {} is no longer in session {session_id}",
+                question.id
+            ))),
+        }
+    }
+
+    async fn append_answer(
+        &self,
+        user_id: i64,
+        session_id: i64,
+        question: &Message,
+        answer: &NewMessage,
+        usage: &UsageRecord,
+    ) -> StoreResult<Message> {
+        self.append_after(
+            user_id,
+            session_id,
+            Some(question),
+            answer,
+            Some(usage),
+            DbTime(now()),
+        )
+        .await
     }
 
     async fn ask(

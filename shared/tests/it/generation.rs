@@ -1,23 +1,22 @@
-//! A streaming generation asks the provider at once, but publishes and stores
-//! nothing until the handler has said the question is stored (`start`): on
-//! Postgres the question's commit reaches the disk while the provider is
-//! asked (`Store::ask`).
+//! A streaming generation asks the provider at once and publishes `start`
+//! once its question is on disk (`Store::ask`, `Store::make_durable`); it
+//! runs on whether or not its asker waits for that.
 
 use std::sync::Arc;
 
 use chat_core::{
-    chat::{self, ChatInput, Generation, GenerationEvent, Kind},
+    chat::{self, ChatInput, Generation, Kind},
     config::Settings,
+    error::ApiError,
     state::AppState,
     store::Role,
     testing,
 };
-use futures::{FutureExt as _, StreamExt as _};
+use futures::StreamExt as _;
 use tokio::sync::oneshot;
 
-/// A fresh SQLite store and the built-in model, answering without pauses.
-async fn state() -> AppState {
-    let url = testing::fresh_sqlite_url();
+/// The built-in model, answering without pauses, over the store at `url`.
+async fn state_over(url: String) -> AppState {
     let settings = Settings::from_lookup(|name| match name {
         "DATABASE_URL" => Some(url.clone()),
         "JWT_SECRET" => Some("generation-test-secret-0123456789abcdef".into()),
@@ -28,9 +27,9 @@ async fn state() -> AppState {
     AppState::build(&settings).await.expect("state")
 }
 
-/// A question stored in a new session, and its generation spawned with the
-/// handler's side of the signal.
-async fn asked(state: &AppState) -> (i64, Arc<Generation>, oneshot::Sender<()>, GenerationEvent) {
+/// A question stored in a new session: its session and its generation, not
+/// yet spawned.
+async fn asked(state: &AppState) -> (chat::Exchange, Arc<Generation>) {
     let user = state
         .store
         .create_user("generation@example.com", "not-a-hash")
@@ -39,63 +38,95 @@ async fn asked(state: &AppState) -> (i64, Arc<Generation>, oneshot::Sender<()>, 
     let input = ChatInput::parse(state, None, "How do iterators work?", None).unwrap();
     let exchange = chat::begin(state, user.id, input).await.unwrap();
     let generation = state.live.start(user.id, exchange.session_id).await;
-    let start = GenerationEvent::Start {
-        generation_id: generation.id.clone(),
-        session_id: exchange.session_id,
-        user_message: exchange.user_message.clone(),
-    };
-    let session_id = exchange.session_id;
-    let (started, when_started) = oneshot::channel();
-    chat::spawn_generation(state.clone(), exchange, generation.clone(), when_started);
-    (session_id, generation, started, start)
+    (exchange, generation)
 }
 
-/// Waits until every generation has ended.
-async fn generations_end(state: &AppState) {
+/// Waits until every generation has ended, then reads the whole log.
+async fn log_when_ended(state: &AppState, generation: &Arc<Generation>) -> Vec<Kind> {
     state.generations.close();
     state.generations.wait().await;
+    generation
+        .follow(0)
+        .map(|(_, event)| event.kind)
+        .collect()
+        .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generation_whose_start_never_comes_publishes_and_stores_nothing() {
-    let state = state().await;
-    let (session_id, generation, started, _) = asked(&state).await;
-    let mut events = generation.follow(0).boxed();
-    drop(started);
-    generations_end(&state).await;
-
-    // The log is final: an event in it would be ready now.
-    assert!(
-        events.next().now_or_never().is_none(),
-        "an event was published"
-    );
+async fn roles(state: &AppState, session_id: i64) -> Vec<Role> {
     let messages = state.store.list_messages(session_id).await.unwrap();
-    let roles: Vec<Role> = messages.iter().map(|message| message.role).collect();
-    assert_eq!(roles, [Role::User], "only the question is stored");
+    messages.iter().map(|message| message.role).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_generation_follows_its_start_with_the_answer() {
-    let state = state().await;
-    let (session_id, generation, started, start) = asked(&state).await;
-    let events = generation.follow(0).boxed();
-    // Time for the provider, which answers at once, to have answered: a
-    // generation that did not wait would have published before `start`.
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    generation.publish(start);
-    started.send(()).unwrap();
-    generations_end(&state).await;
-
-    let kinds: Vec<Kind> = events.map(|(_, event)| event.kind).collect().await;
-    assert_eq!(kinds.first(), Some(&Kind::Start), "{kinds:?}");
-    assert_eq!(kinds.last(), Some(&Kind::Done), "{kinds:?}");
-    assert!(
-        kinds[1..kinds.len() - 1]
+fn is_start_deltas_done(kinds: &[Kind]) -> bool {
+    kinds.len() > 2
+        && kinds[0] == Kind::Start
+        && kinds[kinds.len() - 1] == Kind::Done
+        && kinds[1..kinds.len() - 1]
             .iter()
             .all(|kind| *kind == Kind::Delta)
-            && kinds.len() > 2
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_starts_once_its_question_is_stored_then_answers() {
+    let state = state_over(testing::fresh_sqlite_url()).await;
+    let (exchange, generation) = asked(&state).await;
+    let session_id = exchange.session_id;
+    let events = generation.follow(0);
+    let started = chat::spawn_generation(state.clone(), exchange, generation.clone());
+    started.await.unwrap().unwrap();
+    let kinds: Vec<Kind> = events.map(|(_, event)| event.kind).collect().await;
+    assert!(is_start_deltas_done(&kinds), "{kinds:?}");
+    assert_eq!(
+        roles(&state, session_id).await,
+        [Role::User, Role::Assistant]
     );
-    let messages = state.store.list_messages(session_id).await.unwrap();
-    let roles: Vec<Role> = messages.iter().map(|message| message.role).collect();
-    assert_eq!(roles, [Role::User, Role::Assistant]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_whose_asker_has_gone_still_starts_answers_and_stores() {
+    let state = state_over(testing::fresh_sqlite_url()).await;
+    let (exchange, generation) = asked(&state).await;
+    let session_id = exchange.session_id;
+    let started: oneshot::Receiver<_> =
+        chat::spawn_generation(state.clone(), exchange, generation.clone());
+    // A client that hangs up while the question is made durable.
+    drop(started);
+    let kinds = log_when_ended(&state, &generation).await;
+    assert!(is_start_deltas_done(&kinds), "{kinds:?}");
+    assert_eq!(
+        roles(&state, session_id).await,
+        [Role::User, Role::Assistant]
+    );
+}
+
+/// Postgres commits a question without waiting for the disk, so a crash can
+/// lose it after it was asked; here it is deleted, as such a crash would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_lost_before_it_reached_the_disk_ends_its_generation() {
+    let Some(admin) = testing::postgres_admin_url().expect("Postgres is required here") else {
+        eprintln!("note: TEST_DATABASE_URL is not set; this Postgres test did not run");
+        return;
+    };
+    let url = testing::fresh_postgres_database(&admin).await.unwrap();
+    let state = state_over(url.clone()).await;
+    let (exchange, generation) = asked(&state).await;
+    let session_id = exchange.session_id;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM messages WHERE id = $1")
+        .bind(exchange.user_message.id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let started = chat::spawn_generation(state.clone(), exchange, generation.clone());
+    let outcome = started.await.unwrap();
+    assert!(
+        matches!(outcome, Err(ApiError::StoreUnavailable(_))),
+        "{outcome:?}"
+    );
+    // No `start`, no answer: the log ends at once, and nothing is stored.
+    assert_eq!(log_when_ended(&state, &generation).await, [Kind::Error]);
+    assert_eq!(roles(&state, session_id).await, Vec::<Role>::new());
 }

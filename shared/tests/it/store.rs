@@ -66,6 +66,7 @@ conformance!(
     concurrent_appends_lose_and_duplicate_nothing,
     recent_messages_are_the_newest_in_order,
     a_question_is_stored_and_asked_with_its_history,
+    an_answer_follows_its_question_once_that_is_durable,
     standing_and_session_are_read_together,
     a_question_is_asked_only_within_the_quota,
     long_histories_read_past_a_one_megabyte_page,
@@ -448,6 +449,85 @@ async fn recent_messages_are_the_newest_in_order(store: Db) {
         contents(store.recent_messages(id, fifth, 3).await.unwrap()),
         ["m2", "m3", "m4"]
     );
+}
+
+async fn an_answer_follows_its_question_once_that_is_durable(store: Db) {
+    let owner = user(&store, "owner@example.com").await;
+    let id = session(&store, owner, "answered").await;
+    let (question, _) = store
+        .append_question(owner, id, &text(Role::User, "q"), 3)
+        .await
+        .unwrap();
+    store.make_durable(id, &question).await.unwrap();
+    let answer = store
+        .append_answer(
+            owner,
+            id,
+            &question,
+            &text(Role::Assistant, "a"),
+            &usage("m", 5, 7),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.list_messages(id).await.unwrap(), [question, answer]);
+    let month = store.monthly_usage(owner).await.unwrap();
+    assert_eq!(
+        month
+            .iter()
+            .map(|m| (m.prompt_tokens, m.completion_tokens))
+            .collect::<Vec<_>>(),
+        [(5, 7)]
+    );
+}
+
+/// Postgres alone acknowledges a question before it is on disk (`Store::ask`),
+/// so a crash can lose it while it is being answered; here it is deleted, as
+/// such a crash would leave the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_lost_on_postgres_takes_its_answer_with_it() {
+    let Some(admin) = chat_core::testing::postgres_admin_url().expect("Postgres is required here")
+    else {
+        return crate::support::no_postgres();
+    };
+    let url = chat_core::testing::fresh_postgres_database(&admin)
+        .await
+        .unwrap();
+    let store = crate::support::store_at(&url).await.unwrap();
+    let owner = user(&store, "owner@example.com").await;
+    let id = session(&store, owner, "lost").await;
+    let (question, _) = store
+        .append_question(owner, id, &text(Role::User, "q"), 3)
+        .await
+        .unwrap();
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM messages WHERE id = $1")
+        .bind(question.id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let durable = store.make_durable(id, &question).await;
+    assert!(
+        matches!(durable, Err(StoreError::Unavailable(_))),
+        "{durable:?}"
+    );
+    let answered = store
+        .append_answer(
+            owner,
+            id,
+            &question,
+            &text(Role::Assistant, "a"),
+            &usage("m", 5, 7),
+        )
+        .await;
+    assert!(
+        matches!(answered, Err(StoreError::SessionNotFound)),
+        "{answered:?}"
+    );
+    assert!(store.list_messages(id).await.unwrap().is_empty());
+    assert!(store.monthly_usage(owner).await.unwrap().is_empty());
 }
 
 async fn a_question_is_stored_and_asked_with_its_history(store: Db) {
@@ -1007,7 +1087,7 @@ async fn ping_answers(store: Db) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_writes_are_checkpointed_into_the_database_file() {
     let url = chat_core::testing::fresh_sqlite_url();
-    let store = crate::support::sqlite_store_at(&url).await.unwrap();
+    let store = crate::support::store_at(&url).await.unwrap();
     user(&store, "checkpointed@example.com").await;
     let file = std::path::PathBuf::from(url.strip_prefix("sqlite://").unwrap());
     for attempt in 0..100 {
@@ -1015,15 +1095,14 @@ async fn sqlite_writes_are_checkpointed_into_the_database_file() {
         // A copy taken mid-checkpoint may be torn: then the next one is read.
         let copy = file.with_extension(format!("copy{attempt}.db"));
         std::fs::copy(&file, &copy).unwrap();
-        let found =
-            match crate::support::sqlite_store_at(&format!("sqlite://{}", copy.display())).await {
-                Ok(snapshot) => {
-                    snapshot
-                        .find_user_by_email("checkpointed@example.com")
-                        .await
-                }
-                Err(_) => Ok(None),
-            };
+        let found = match crate::support::store_at(&format!("sqlite://{}", copy.display())).await {
+            Ok(snapshot) => {
+                snapshot
+                    .find_user_by_email("checkpointed@example.com")
+                    .await
+            }
+            Err(_) => Ok(None),
+        };
         if let Ok(Some(_)) = found {
             return;
         }

@@ -16,19 +16,19 @@ fn db_settings(url: String) -> chat_core::config::DbSettings {
 }
 
 pub async fn sqlite_store() -> Arc<dyn Store> {
-    sqlite_store_at(&testing::fresh_sqlite_url())
+    store_at(&testing::fresh_sqlite_url())
         .await
         .expect("open a fresh SQLite store")
 }
 
 /// `sqlite::memory:`: a database of its own, gone with the store.
 pub async fn sqlite_store_in_memory() -> Arc<dyn Store> {
-    sqlite_store_at("sqlite::memory:")
+    store_at("sqlite::memory:")
         .await
         .expect("open an in-memory SQLite store")
 }
 
-pub async fn sqlite_store_at(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn store_at(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     store::connect(&db_settings(url.to_owned())).await
 }
 
