@@ -2,12 +2,14 @@
 -- that Postgres alone puts under the /chat figure on this machine. The same
 -- SQL as the server's (shared/src/store/postgres.rs), for a conversation going
 -- on: the question stored, within the quota, with the standing, the session
--- and the history (ASK; the server sets no default quota here, so NULL), then
--- the answer stored with its usage (APPEND_MESSAGE); each its own
--- transaction, as there, the question's committed without waiting for the
--- disk, which the answer's commit then flushes it to. bench/run.py makes 64 users with 4 sessions each,
--- so session s belongs to user (s - 1) / 4 + 1 (it checks that before
--- running), and sets :sessions, :month and :day.
+-- and the history (ASK; the server sets no default quota here, so NULL),
+-- committed without waiting for the disk; then the answer stored with its
+-- usage while its question is there (APPEND_ANSWER, which names the
+-- question by the id the first statement returned: here the session's
+-- newest message's, one index probe more), its commit flushing both. Each
+-- its own transaction, as there. bench/run.py makes 64 users with 4
+-- sessions each, so session s belongs to user (s - 1) / 4 + 1 (it checks
+-- that before running), and sets :sessions, :month and :day.
 \set sid random(1, :sessions)
 \set uid (:sid - 1) / 4 + 1
 WITH standing AS (
@@ -42,7 +44,10 @@ WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL;
 -- waits here as long as the upstream does).
 WITH bumped AS (
     UPDATE sessions SET message_count = message_count + 1, updated_at = now()
-    WHERE id = :sid AND user_id = :uid RETURNING id
+    WHERE id = :sid AND user_id = :uid AND EXISTS (SELECT 1 FROM messages
+        WHERE id = (SELECT max(id) FROM messages WHERE session_id = :sid)
+        AND session_id = :sid AND created_at <= now())
+    RETURNING id
 ), stored AS (
     INSERT INTO messages (session_id, role, content, tokens, status, created_at)
     SELECT id, 'assistant', 'bench bench bench bench bench bench bench bench bench bench', 20, 'complete', now()
