@@ -23,7 +23,8 @@ use crate::{
 
 #[derive(Debug, Clone)]
 pub enum GenerationEvent {
-    /// First: the question is stored and the generation has its id.
+    /// First, unless the question could not be made durable (then only
+    /// `Error`): the question is stored and the generation has its id.
     Start {
         generation_id: String,
         session_id: i64,
@@ -35,7 +36,8 @@ pub enum GenerationEvent {
         message: Message,
         usage: Usage,
     },
-    /// The generation failed; whatever had arrived is stored as incomplete.
+    /// The generation failed; whatever had arrived is stored as incomplete
+    /// (nothing, when it failed before `Start`).
     Error(Problem),
 }
 
@@ -224,7 +226,8 @@ async fn start(
         }
         Err(err) => {
             let err = ApiError::from(err);
-            // Nobody has been told the log's id; it ends all the same.
+            // Its asker gets this as a problem response; anyone who found
+            // the generation in progress (GET /sessions/{id}) sees it end.
             generation.publish(GenerationEvent::Error(err.to_problem()));
             generation.stop();
             Err(err)

@@ -264,7 +264,9 @@ impl Generation {
         )
     }
 
-    /// Asks the generation to stop; it stores what it has and ends with `Done`.
+    /// Asks the generation to stop; it stores what it has and ends with
+    /// `Done`. A generation whose question could not be made durable calls
+    /// it too, after ending with `Error`, to drop the provider's call.
     pub fn stop(&self) {
         self.stop.cancel();
     }

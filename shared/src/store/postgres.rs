@@ -344,7 +344,8 @@ fn asked_from(rows: &[PgRow], history: i64) -> StoreResult<Option<(Standing, Opt
 /// touches no table, flushes every commit before it. Written only while the
 /// question ($1 in session $2, asked at $3) is there, which a crash before
 /// its flush would have lost. With `wal_level=logical`, decoding clients
-/// see a `chat-api` message per stream, which they may ignore.
+/// see a `chat-api` message per stream and per /chat provider failure,
+/// which they may ignore.
 const FLUSH_QUESTION: &str = "SELECT pg_logical_emit_message(true, 'chat-api', '') \
     FROM messages WHERE id = $1 AND session_id = $2 AND created_at = $3";
 
