@@ -519,13 +519,32 @@ impl MessageStatus {
     }
 }
 
+impl TryFrom<&str> for Role {
+    type Error = UnknownValue;
+    fn try_from(value: &str) -> Result<Self, UnknownValue> {
+        match value {
+            "user" => Ok(Self::User),
+            "assistant" => Ok(Self::Assistant),
+            _ => Err(UnknownValue(value.to_owned())),
+        }
+    }
+}
+
 impl TryFrom<String> for Role {
     type Error = UnknownValue;
     fn try_from(value: String) -> Result<Self, UnknownValue> {
-        match value.as_str() {
-            "user" => Ok(Self::User),
-            "assistant" => Ok(Self::Assistant),
-            _ => Err(UnknownValue(value)),
+        Self::try_from(value.as_str())
+    }
+}
+
+impl TryFrom<&str> for MessageStatus {
+    type Error = UnknownValue;
+    fn try_from(value: &str) -> Result<Self, UnknownValue> {
+        match value {
+            "complete" => Ok(Self::Complete),
+            "incomplete" => Ok(Self::Incomplete),
+            "stopped" => Ok(Self::Stopped),
+            _ => Err(UnknownValue(value.to_owned())),
         }
     }
 }
@@ -533,12 +552,7 @@ impl TryFrom<String> for Role {
 impl TryFrom<String> for MessageStatus {
     type Error = UnknownValue;
     fn try_from(value: String) -> Result<Self, UnknownValue> {
-        match value.as_str() {
-            "complete" => Ok(Self::Complete),
-            "incomplete" => Ok(Self::Incomplete),
-            "stopped" => Ok(Self::Stopped),
-            _ => Err(UnknownValue(value)),
-        }
+        Self::try_from(value.as_str())
     }
 }
 
