@@ -10,9 +10,9 @@ use sqlx::{
 use time::OffsetDateTime;
 
 use super::{
-    Asked, Conversation, DailyUsage, Message, MessageStatus, MonthlyUsage, NewMessage,
-    NewRefreshToken, NewSession, Role, Rotation, Session, SessionPatch, Standing, StoreError,
-    StoreResult, UnknownValue, UsageRecord, User, UserCredentials, UserOverview, now, sql,
+    Asked, Conversation, DailyUsage, Message, MonthlyUsage, NewMessage, NewRefreshToken,
+    NewSession, Rotation, Session, SessionPatch, Standing, StoreError, StoreResult, UnknownValue,
+    UsageRecord, User, UserCredentials, UserOverview, now, sql,
     timestamp::DbTime,
     warm_pool::{Lease, WarmPool},
 };
@@ -183,6 +183,7 @@ macro_rules! session_columns {
 /// flush sooner, and the flush that follows, the answer's or
 /// `make_durable`'s, carries the question to disk with its own (`Store::ask`).
 /// The filter holds for every row; it is only there to run the call.
+/// `e.asked` is column `ASKED_COLUMN`: `Recalled` reads by position.
 macro_rules! asked_rows {
     ($session:literal) => {
         concat!(
@@ -304,24 +305,29 @@ impl Recalled {
     /// per exchange (callgrind). Types are still checked.
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
         let at = ASKED_COLUMN;
-        let text = |index: usize| row.try_get::<&str, _>(index);
-        let unknown = |index: usize, source: UnknownValue| sqlx::Error::ColumnDecode {
-            index: index.to_string(),
-            source: Box::new(source),
-        };
         Ok(Self {
             asked: row.try_get(at)?,
             message: Message {
                 id: row.try_get(at + 1)?,
-                role: Role::try_from(text(at + 2)?).map_err(|err| unknown(at + 2, err))?,
+                role: parsed(row, at + 2)?,
                 content: row.try_get(at + 3)?,
                 tokens: row.try_get(at + 4)?,
-                status: MessageStatus::try_from(text(at + 5)?)
-                    .map_err(|err| unknown(at + 5, err))?,
+                status: parsed(row, at + 5)?,
                 created_at: row.try_get(at + 6)?,
             },
         })
     }
+}
+
+/// A stored enum value, parsed from the row's text where it lies.
+fn parsed<T>(row: &PgRow, index: usize) -> Result<T, sqlx::Error>
+where
+    T: for<'a> TryFrom<&'a str, Error = UnknownValue>,
+{
+    T::try_from(row.try_get::<&str, _>(index)?).map_err(|err| sqlx::Error::ColumnDecode {
+        index: index.to_string(),
+        source: Box::new(err),
+    })
 }
 
 /// An ask's outcome from its rows (`asked_rows!`).
