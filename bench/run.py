@@ -310,7 +310,12 @@ end""")
 
 
 def upstream_script():
-    body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": QUESTION}]})
+    """What the server sends the upstream for a conversation whose history is
+    full (HISTORY_MAX_MESSAGES, 20 with the question), so that the upstream
+    reads as much in the run straight at it as in ours."""
+    answer = "".join(f"word{index} " for index in range(UPSTREAM_TOKENS))
+    turns = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": answer}] * 10
+    body = json.dumps({"model": "bench", "messages": turns[1:] + turns[:1], "stream": False})
     return wrk_script(f"wrk.body = {json.dumps(body)}")
 
 
@@ -339,21 +344,24 @@ def chat(database, args):
                 print(f"chat c={connections}: {figures[connections]}", flush=True)
         # In step: 16 clients that start together against a fixed latency
         # keep arriving together. Jittered: the same mean, ± OVERHEAD_JITTER_MS.
-        for name, jitter in (("overhead_16", 0), ("overhead_16_jittered", OVERHEAD_JITTER_MS)):
+        # One connection: what a request adds with nothing to wait behind.
+        for name, jitter, connections in (("overhead_16", 0, 16),
+                                          ("overhead_16_jittered", OVERHEAD_JITTER_MS, 16),
+                                          ("overhead_1", 0, 1)):
             with upstream(latency_ms=OVERHEAD_UPSTREAM_MS, jitter_ms=jitter):
                 runs, upstream_runs = [], []
                 for _ in range(args.runs):
-                    runs.append(wrk(f"{API}/chat", 16, args.seconds, ours))
+                    runs.append(wrk(f"{API}/chat", connections, args.seconds, ours))
                     upstream_runs.append(wrk(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions",
-                                             16, args.seconds, theirs))
+                                             connections, args.seconds, theirs))
                 figures[name] = {
                     "ours": summarize(runs),
                     "upstream": summarize(upstream_runs),
                     "p50": spread([r["p50"] - u["p50"] for r, u in zip(runs, upstream_runs)]),
                     "p99": spread([r["p99"] - u["p99"] for r, u in zip(runs, upstream_runs)]),
                 }
-    print(f"overhead at 16: {figures['overhead_16']}; jittered: {figures['overhead_16_jittered']}",
-          flush=True)
+    print(f"overhead at 16: {figures['overhead_16']}; jittered: {figures['overhead_16_jittered']}; "
+          f"at 1: {figures['overhead_1']}", flush=True)
     return figures
 
 
@@ -402,9 +410,9 @@ def postgres_floor(args):
 
 
 def overhead_floors(pgbench, runs):
-    """Postgres's own part of the /chat overhead at 16 connections, and of
-    the stream's first delta: pgbench's 16 clients start together, as wrk's
-    and sse's do, and run the exchange's two statements as far apart as the
+    """Postgres's own part of the /chat overhead at 16 connections and at
+    one, and of the stream's first delta: pgbench's 16 clients start
+    together, as wrk's and sse's do, and run the exchange's two statements as far apart as the
     upstream keeps the server waiting between them. For the overhead, beside
     each run the same with `SELECT 1` for each statement; for the first
     delta, with `SELECT 1` for the question's statement alone, the answer's
@@ -419,18 +427,20 @@ def overhead_floors(pgbench, runs):
         return f"{header}{first}\n\\sleep {ms} ms\n{second}"
 
     streamed_ms = STREAM_PACE["ttft_ms"] + UPSTREAM_TOKENS * STREAM_PACE["token_ms"]
+    overhead = (apart(exchange[question:answer], exchange[answer:], OVERHEAD_UPSTREAM_MS),
+                apart("SELECT 1;", "SELECT 1;", OVERHEAD_UPSTREAM_MS))
     pairs = {
-        "overhead_16": (apart(exchange[question:answer], exchange[answer:], OVERHEAD_UPSTREAM_MS),
-                        apart("SELECT 1;", "SELECT 1;", OVERHEAD_UPSTREAM_MS)),
-        "first_delta_16": (apart(exchange[question:answer], exchange[answer:], streamed_ms),
-                           apart("SELECT 1;", exchange[answer:], streamed_ms)),
+        "overhead_16": (16, overhead),
+        "overhead_1": (1, overhead),
+        "first_delta_16": (16, (apart(exchange[question:answer], exchange[answer:], streamed_ms),
+                                apart("SELECT 1;", exchange[answer:], streamed_ms))),
     }
-    return {name: added_latency(pgbench, runs, measured, baseline)
-            for name, (measured, baseline) in pairs.items()}
+    return {name: added_latency(pgbench, runs, clients, measured, baseline)
+            for name, (clients, (measured, baseline)) in pairs.items()}
 
 
-def added_latency(pgbench, runs, measured, baseline):
-    """p50 and p99 of the pgbench script `measured` minus `baseline`'s, at 16 clients."""
+def added_latency(pgbench, runs, clients, measured, baseline):
+    """p50 and p99 of the pgbench script `measured` minus `baseline`'s."""
     with tempfile.TemporaryDirectory(prefix="chat-bench-pgbench-") as directory:
         scripts = {"measured": measured, "baseline": baseline}
         latencies = {name: [] for name in scripts}
@@ -439,7 +449,7 @@ def added_latency(pgbench, runs, measured, baseline):
                 script = Path(directory) / f"{name}.sql"
                 script.write_text(text)
                 prefix = Path(directory) / f"{name}-{run}"
-                pgbench(str(script), 16, "--log", f"--log-prefix={prefix}")
+                pgbench(str(script), clients, "--log", f"--log-prefix={prefix}")
                 # One line per transaction; the third field is its latency in µs.
                 samples = sorted(int(line.split()[2]) / 1000
                                  for log in Path(directory).glob(f"{prefix.name}.*")
@@ -737,6 +747,9 @@ def table(results):
                 jittered["p50"], "ms")
             row(f"/chat overhead at 16 (upstream {OVERHEAD_UPSTREAM_MS} ± {OVERHEAD_JITTER_MS} ms): p99", store,
                 jittered["p99"], "ms")
+            alone = figures["chat"]["overhead_1"]
+            row(f"/chat overhead at 1 (upstream {OVERHEAD_UPSTREAM_MS} ms): p50", store, alone["p50"], "ms")
+            row(f"/chat overhead at 1 (upstream {OVERHEAD_UPSTREAM_MS} ms): p99", store, alone["p99"], "ms")
         if "floor" in figures:
             for name, label, target in (("durable", "", "bounds"), ("unflushed", ", commits not flushed", "")):
                 floor = figures["floor"][name]
@@ -745,6 +758,9 @@ def table(results):
                 for quantile in ("p50", "p99"):
                     row(f"pgbench, the same at 16 clients, {OVERHEAD_UPSTREAM_MS} ms apart{label}: added {quantile}",
                         store, floor["overhead_16"][quantile], "ms", target and f"{target} the overhead")
+                for quantile in ("p50", "p99"):
+                    row(f"pgbench, the same at 1 client, {OVERHEAD_UPSTREAM_MS} ms apart{label}: added {quantile}",
+                        store, floor["overhead_1"][quantile], "ms")
                 for quantile in ("p50", "p99"):
                     row(f"pgbench, the same, as far apart as a stream's, question alone{label}: added {quantile}",
                         store, floor["first_delta_16"][quantile], "ms", target and f"{target} the first delta")

@@ -4,17 +4,21 @@
 //! every `--token-ms`. It does no other work, so its own latency is the floor
 //! the API's is compared with. `--jitter-ms J` spreads each plain answer's
 //! latency evenly over ±J (the same sequence every run), as a real model's
-//! varies; without it, clients that start together stay in step.
+//! varies; without it, clients that start together stay in step. Its waits
+//! are timed to within tens of microseconds (see `Alarms`), not to tokio's
+//! whole milliseconds.
 //!
 //! `upstream --port 9100 --latency-ms 0 --ttft-ms 0 --token-ms 0 --tokens 20`
 
 use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
     convert::Infallible,
     sync::{
-        Arc,
+        Arc, Condvar, LazyLock, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -27,7 +31,7 @@ use axum::{
     serve::ListenerExt as _,
 };
 use bench::Flags;
-use futures::stream;
+use futures::{channel::oneshot, stream};
 use serde_json::{Value, json};
 
 struct Pace {
@@ -82,11 +86,107 @@ impl Pace {
     }
 }
 
-/// tokio's timer ticks each millisecond, so even a zero sleep would wait for
-/// the next tick: an "instant" upstream must not sleep at all.
+/// Waits `duration` from now; an "instant" upstream does not wait at all.
 async fn pause(duration: Duration) {
     if !duration.is_zero() {
-        tokio::time::sleep(duration).await;
+        ALARMS.wait_until(Instant::now() + duration).await;
+    }
+}
+
+/// tokio's timer counts whole milliseconds and rounds each wait up to the
+/// next one, so a 50 ms answer took 50 to 51 ms by when in the millisecond its
+/// request arrived (wrk straight at it at 16 connections: 51.3 ms at the
+/// median; 50.5 with these alarms), and 5 ms between tokens took 6.4. That
+/// error is as large as the overhead the benchmarks measure, and clients in
+/// step with the upstream's ticks all land on the same side of it. One thread wakes each waiting answer at its instant
+/// instead: a condition variable's timed wait is a futex wait with a
+/// nanosecond deadline, late by Linux's timer slack (50 µs) at most.
+static ALARMS: LazyLock<Arc<Alarms>> = LazyLock::new(|| {
+    let alarms = Arc::new(Alarms::default());
+    let ringer = Arc::clone(&alarms);
+    std::thread::Builder::new()
+        .name("alarms".into())
+        .spawn(move || ringer.ring_forever())
+        .expect("the alarm thread starts");
+    alarms
+});
+
+#[derive(Default)]
+struct Alarms {
+    pending: Mutex<BinaryHeap<Reverse<Alarm>>>,
+    earliest_changed: Condvar,
+    numbered: AtomicU64,
+}
+
+struct Alarm {
+    at: Instant,
+    // Orders alarms for the same instant; a sender has no order of its own.
+    number: u64,
+    wake: oneshot::Sender<()>,
+}
+
+impl Alarms {
+    async fn wait_until(&self, at: Instant) {
+        let _ = self.set(at).await;
+    }
+
+    /// The alarm's receiver, which its sender wakes at `at`.
+    fn set(&self, at: Instant) -> oneshot::Receiver<()> {
+        let (wake, woken) = oneshot::channel();
+        let number = self.numbered.fetch_add(1, Ordering::Relaxed);
+        let mut pending = self.pending.lock().expect("nothing panics holding it");
+        let earliest = pending.peek().is_none_or(|Reverse(next)| at < next.at);
+        pending.push(Reverse(Alarm { at, number, wake }));
+        drop(pending);
+        if earliest {
+            self.earliest_changed.notify_one();
+        }
+        woken
+    }
+
+    fn ring_forever(&self) {
+        let mut pending = self.pending.lock().expect("nothing panics holding it");
+        loop {
+            let now = Instant::now();
+            while pending.peek().is_some_and(|Reverse(next)| next.at <= now) {
+                if let Some(Reverse(due)) = pending.pop() {
+                    let _ = due.wake.send(());
+                }
+            }
+            pending = match pending.peek() {
+                Some(Reverse(next)) => {
+                    let wait = next.at - now;
+                    self.earliest_changed
+                        .wait_timeout(pending, wait)
+                        .expect("nothing panics holding it")
+                        .0
+                }
+                None => self
+                    .earliest_changed
+                    .wait(pending)
+                    .expect("nothing panics holding it"),
+            };
+        }
+    }
+}
+
+impl PartialEq for Alarm {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.number) == (other.at, other.number)
+    }
+}
+
+impl Eq for Alarm {}
+
+impl PartialOrd for Alarm {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Alarm {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.number).cmp(&(other.at, other.number))
     }
 }
 
