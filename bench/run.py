@@ -412,8 +412,8 @@ def postgres_floor(args):
 def overhead_floors(pgbench, runs):
     """Postgres's own part of the /chat overhead at 16 connections and at
     one, and of the stream's first delta: pgbench's 16 clients start
-    together, as wrk's and sse's do, and run the exchange's two statements as far apart as the
-    upstream keeps the server waiting between them. For the overhead, beside
+    together, as wrk's and sse's do, and run the exchange's two statements
+    as far apart as the upstream keeps the server waiting between them. For the overhead, beside
     each run the same with `SELECT 1` for each statement; for the first
     delta, with `SELECT 1` for the question's statement alone, the answer's
     staying in both, so that only the question's statement differs. The p50

@@ -89,18 +89,19 @@ impl Pace {
 /// Waits `duration` from now; an "instant" upstream does not wait at all.
 async fn pause(duration: Duration) {
     if !duration.is_zero() {
-        ALARMS.wait_until(Instant::now() + duration).await;
+        let _ = ALARMS.set(Instant::now() + duration).await;
     }
 }
 
 /// tokio's timer counts whole milliseconds and rounds each wait up to the
-/// next one, so a 50 ms answer took 50 to 51 ms by when in the millisecond its
-/// request arrived (wrk straight at it at 16 connections: 51.3 ms at the
+/// next one, so a 50 ms answer took 50 to 51 ms by when in the millisecond
+/// its request arrived (wrk straight at it at 16 connections: 51.3 ms at the
 /// median; 50.5 with these alarms), and 5 ms between tokens took 6.4. That
 /// error is as large as the overhead the benchmarks measure, and clients in
-/// step with the upstream's ticks all land on the same side of it. One thread wakes each waiting answer at its instant
-/// instead: a condition variable's timed wait is a futex wait with a
-/// nanosecond deadline, late by Linux's timer slack (50 µs) at most.
+/// step with the upstream's ticks all land on the same side of it. One
+/// thread wakes each waiting answer at its instant instead: a condition
+/// variable's timed wait is a futex wait with a nanosecond deadline, late by
+/// Linux's timer slack (50 µs) at most.
 static ALARMS: LazyLock<Arc<Alarms>> = LazyLock::new(|| {
     let alarms = Arc::new(Alarms::default());
     let ringer = Arc::clone(&alarms);
@@ -115,28 +116,21 @@ static ALARMS: LazyLock<Arc<Alarms>> = LazyLock::new(|| {
 struct Alarms {
     pending: Mutex<BinaryHeap<Reverse<Alarm>>>,
     earliest_changed: Condvar,
-    numbered: AtomicU64,
 }
 
 struct Alarm {
     at: Instant,
-    // Orders alarms for the same instant; a sender has no order of its own.
-    number: u64,
     wake: oneshot::Sender<()>,
 }
 
 impl Alarms {
-    async fn wait_until(&self, at: Instant) {
-        let _ = self.set(at).await;
-    }
-
-    /// The alarm's receiver, which its sender wakes at `at`.
+    /// A receiver that the alarm thread wakes at `at`. Not an async fn: the
+    /// lock's guard must not be held in a future sent between threads.
     fn set(&self, at: Instant) -> oneshot::Receiver<()> {
         let (wake, woken) = oneshot::channel();
-        let number = self.numbered.fetch_add(1, Ordering::Relaxed);
         let mut pending = self.pending.lock().expect("nothing panics holding it");
         let earliest = pending.peek().is_none_or(|Reverse(next)| at < next.at);
-        pending.push(Reverse(Alarm { at, number, wake }));
+        pending.push(Reverse(Alarm { at, wake }));
         drop(pending);
         if earliest {
             self.earliest_changed.notify_one();
@@ -170,9 +164,11 @@ impl Alarms {
     }
 }
 
+// The heap orders alarms by their instant alone; two for the same instant
+// ring together, in either order.
 impl PartialEq for Alarm {
     fn eq(&self, other: &Self) -> bool {
-        (self.at, self.number) == (other.at, other.number)
+        self.at == other.at
     }
 }
 
@@ -186,7 +182,7 @@ impl PartialOrd for Alarm {
 
 impl Ord for Alarm {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.number).cmp(&(other.at, other.number))
+        self.at.cmp(&other.at)
     }
 }
 
