@@ -23,6 +23,7 @@ import platform
 import re
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "target" / "release"
-API_PORT, UPSTREAM_PORT = 8100, 9100
+API_PORT, UPSTREAM_PORT, RELAY_PORT = 8100, 9100, 9200
 API = f"http://127.0.0.1:{API_PORT}"
 PASSWORD = "bench-password-1"
 QUESTION = "How do iterators work in Rust?"
@@ -216,6 +217,18 @@ def wait_until_up(url, any_status=False):
     sys.exit(f"{url} did not answer within 30 s")
 
 
+def wait_for_port(port):
+    """Until something accepts connections on `port`."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < 30:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.001)
+    sys.exit(f"nothing listens on port {port} after 30 s")
+
+
 def call(method, path, body=None, token=None, form=False):
     data, headers = None, {}
     if body is not None:
@@ -349,20 +362,29 @@ def chat(database, args):
                                           ("overhead_16_jittered", OVERHEAD_JITTER_MS, 16),
                                           ("overhead_1", 0, 1)):
             with upstream(latency_ms=OVERHEAD_UPSTREAM_MS, jitter_ms=jitter):
-                runs, upstream_runs = [], []
-                for _ in range(args.runs):
-                    runs.append(wrk(f"{API}/chat", connections, args.seconds, ours))
-                    upstream_runs.append(wrk(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions",
-                                             connections, args.seconds, theirs))
-                figures[name] = {
-                    "ours": summarize(runs),
-                    "upstream": summarize(upstream_runs),
-                    "p50": spread([r["p50"] - u["p50"] for r, u in zip(runs, upstream_runs)]),
-                    "p99": spread([r["p99"] - u["p99"] for r, u in zip(runs, upstream_runs)]),
-                }
+                figures[name] = beside_upstream(f"{API}/chat", ours, theirs, connections, args)
     print(f"overhead at 16: {figures['overhead_16']}; jittered: {figures['overhead_16_jittered']}; "
           f"at 1: {figures['overhead_1']}", flush=True)
     return figures
+
+
+def beside_upstream(url, script, upstream_body, connections, args):
+    """What `url` adds to the upstream's own latency: each wrk run at it
+    beside one straight at the upstream, sent `upstream_body`; the p50 and
+    p99 of each pair's difference."""
+    runs, upstream_runs = [], []
+    for _ in range(args.runs):
+        runs.append(wrk(url, connections, args.seconds, script))
+        upstream_runs.append(wrk(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions",
+                                 connections, args.seconds, upstream_body))
+        if runs[-1]["errors"] or upstream_runs[-1]["errors"]:
+            sys.exit(f"{url} or the upstream failed requests: {runs[-1]}, {upstream_runs[-1]}")
+    return {
+        "ours": summarize(runs),
+        "upstream": summarize(upstream_runs),
+        "p50": spread([r["p50"] - u["p50"] for r, u in zip(runs, upstream_runs)]),
+        "p99": spread([r["p99"] - u["p99"] for r, u in zip(runs, upstream_runs)]),
+    }
 
 
 def postgres_floor(args):
@@ -405,8 +427,28 @@ def postgres_floor(args):
                 rates.append(float(re.search(r"^tps = ([\d.]+)", output, re.M).group(1)))
             figures[name] = {"exchanges_per_second": spread(rates),
                              **overhead_floors(pgbench_with, args.runs)}
+        figures["relay"] = relay_overhead(database, sessions, now, args)
         print(f"postgres floor: {figures}", flush=True)
         return figures
+
+
+def relay_overhead(database, sessions, now, args):
+    """The floor under the server's whole /chat overhead, not only
+    Postgres's part: bench's `relay` makes an exchange's hops (exchange.sql's
+    question, the upstream, its answer) and does nothing else, blocking on
+    plain sockets, a thread per connection. What it adds to the upstream,
+    at 16 connections and at one, as the server's is measured."""
+    body = upstream_script()
+    # The relay connects to the upstream as it starts.
+    with upstream(latency_ms=OVERHEAD_UPSTREAM_MS), Process(
+            [str(RELEASE / "relay"), "--port", str(RELAY_PORT),
+             "--upstream", f"127.0.0.1:{UPSTREAM_PORT}", "--database-url", database.url,
+             "--script", str(ROOT / "bench" / "exchange.sql"), "--sessions", str(sessions),
+             "--month", time.strftime("%Y-%m", now), "--day", time.strftime("%Y-%m-%d", now)]):
+        wait_for_port(RELAY_PORT)
+        return {f"overhead_{connections}": beside_upstream(
+                    f"http://127.0.0.1:{RELAY_PORT}/v1/chat/completions", body, body, connections, args)
+                for connections in (16, 1)}
 
 
 def overhead_floors(pgbench, runs):
@@ -764,6 +806,14 @@ def table(results):
                 for quantile in ("p50", "p99"):
                     row(f"pgbench, the same, as far apart as a stream's, question alone{label}: added {quantile}",
                         store, floor["first_delta_16"][quantile], "ms", target and f"{target} the first delta")
+            # Its p99 bounds nothing: it has come out above the server's (16
+            # Postgres connections at once, where the server's pool holds 10).
+            for connections, at in ((16, "16 connections"), (1, "1 connection")):
+                for quantile in ("p50", "p99"):
+                    row(f"bench's relay (an exchange's I/O alone) at {at}, upstream "
+                        f"{OVERHEAD_UPSTREAM_MS} ms: added {quantile}", store,
+                        figures["floor"]["relay"][f"overhead_{connections}"][quantile], "ms",
+                        "bounds the overhead" if (connections, quantile) == (16, "p50") else "")
         if "stream" in figures:
             row("stream first-delta overhead: p50", store, figures["stream"]["first_delta_p50_overhead"], "ms", "≤ 2 ms")
             row("stream first-delta overhead: p99", store, figures["stream"]["first_delta_p99_overhead"], "ms")
