@@ -6,7 +6,10 @@
 -- committed without waiting for the disk; then the answer stored with its
 -- usage while its question is there (APPEND_ANSWER, which names the
 -- question by the id the first statement returned: here the session's
--- newest message's, one index probe more), its commit flushing both. Each
+-- newest message's, one index probe more, stored before the statement's
+-- clock; before its transaction's start, now(), would miss a question that
+-- another client stored in the same session while the statement waited for
+-- the session's row), its commit flushing both. Each
 -- its own transaction, as there. bench/run.py makes 64 users with 4
 -- sessions each, so session s belongs to user (s - 1) / 4 + 1 (it checks
 -- that before running), and sets :sessions, :month and :day.
@@ -46,7 +49,7 @@ WITH bumped AS (
     UPDATE sessions SET message_count = message_count + 1, updated_at = now()
     WHERE id = :sid AND user_id = :uid AND EXISTS (SELECT 1 FROM messages
         WHERE id = (SELECT max(id) FROM messages WHERE session_id = :sid)
-        AND session_id = :sid AND created_at <= now())
+        AND session_id = :sid AND created_at <= clock_timestamp())
     RETURNING id
 ), stored AS (
     INSERT INTO messages (session_id, role, content, tokens, status, created_at)
