@@ -322,13 +322,18 @@ request = function()
 end""")
 
 
-def upstream_script():
+def upstream_body(stream, history=True):
     """What the server sends the upstream for a conversation whose history is
-    full (HISTORY_MAX_MESSAGES, 20 with the question), so that the upstream
-    reads as much in the run straight at it as in ours."""
+    full (HISTORY_MAX_MESSAGES, 20 with the question), or for a new one, so
+    that the upstream reads as much in a run straight at it as in ours."""
     answer = "".join(f"word{index} " for index in range(UPSTREAM_TOKENS))
     turns = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": answer}] * 10
-    body = json.dumps({"model": "bench", "messages": turns[1:] + turns[:1], "stream": False})
+    messages = turns[1:] + turns[:1] if history else turns[:1]
+    return {"model": "bench", "messages": messages, "stream": stream}
+
+
+def upstream_script():
+    body = json.dumps(upstream_body(stream=False))
     return wrk_script(f"wrk.body = {json.dumps(body)}")
 
 
@@ -368,15 +373,15 @@ def chat(database, args):
     return figures
 
 
-def beside_upstream(url, script, upstream_body, connections, args):
+def beside_upstream(url, script, upstream_script, connections, args):
     """What `url` adds to the upstream's own latency: each wrk run at it
-    beside one straight at the upstream, sent `upstream_body`; the p50 and
+    beside one straight at the upstream, with `upstream_script`; the p50 and
     p99 of each pair's difference."""
     runs, upstream_runs = [], []
     for _ in range(args.runs):
         runs.append(wrk(url, connections, args.seconds, script))
         upstream_runs.append(wrk(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions",
-                                 connections, args.seconds, upstream_body))
+                                 connections, args.seconds, upstream_script))
         if runs[-1]["errors"] or upstream_runs[-1]["errors"]:
             sys.exit(f"{url} or the upstream failed requests: {runs[-1]}, {upstream_runs[-1]}")
     return {
@@ -581,18 +586,16 @@ def stream(database, runs):
         pairs = conversations(users=16, sessions_each=1)
         token = ",".join(token for token, _ in pairs)
         sessions = [session for _, session in pairs]
-        upstream_body = {"model": "bench", "stream": True,
-                         "messages": [{"role": "user", "content": QUESTION}]}
-        ours, new, theirs, alone, theirs_alone = [], [], [], [], []
+        straight = f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions"
+        ours, new, theirs, theirs_new, alone, theirs_alone = [], [], [], [], [], []
         for _ in range(runs):
-            theirs.append(sse(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions", None, 16, 20,
-                              upstream_body))
+            theirs.append(sse(straight, None, 16, 20, upstream_body(stream=True)))
             ours.append(sse(f"{API}/chat/stream", token, 16, 20, {"message": QUESTION}, sessions))
+            theirs_new.append(sse(straight, None, 16, 20, upstream_body(stream=True, history=False)))
             new.append(sse(f"{API}/chat/stream", token, 16, 20, {"message": QUESTION}))
-            theirs_alone.append(sse(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions", None, 1, 40,
-                                    upstream_body))
+            theirs_alone.append(sse(straight, None, 1, 40, upstream_body(stream=True)))
             alone.append(sse(f"{API}/chat/stream", token, 1, 40, {"message": QUESTION}, sessions))
-        for run in ours + new + theirs + alone + theirs_alone:
+        for run in ours + new + theirs + theirs_new + alone + theirs_alone:
             assert run["errors"] == 0, run
         for name, key in (("first_delta", "first_delta_ms"), ("gap", "gap_ms")):
             for quantile in ("p50", "p99"):
@@ -602,7 +605,7 @@ def stream(database, runs):
                 figures[f"{name}_{quantile}_upstream"] = spread([t[key][quantile] for t in theirs])
         for quantile in ("p50", "p99"):
             figures[f"new_first_delta_{quantile}_overhead"] = spread(
-                [n["first_delta_ms"][quantile] - t["first_delta_ms"][quantile] for n, t in zip(new, theirs)])
+                [n["first_delta_ms"][quantile] - t["first_delta_ms"][quantile] for n, t in zip(new, theirs_new)])
             figures[f"alone_first_delta_{quantile}_overhead"] = spread(
                 [a["first_delta_ms"][quantile] - t["first_delta_ms"][quantile]
                  for a, t in zip(alone, theirs_alone)])
