@@ -118,7 +118,11 @@ impl WarmPool {
         let connection = match fresh {
             Some(warm) => warm,
             None => {
-                let connection = tokio::time::timeout_at(deadline, shared.pool.acquire())
+                // Boxed: sqlx's acquire is a future of several kilobytes, and
+                // inline it would make every statement's future as large,
+                // copied whole into the box each statement is run in.
+                let acquire = Box::pin(shared.pool.acquire());
+                let connection = tokio::time::timeout_at(deadline, acquire)
                     .await
                     .map_err(|_| Error::PoolTimedOut)??;
                 Warm {
