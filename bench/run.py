@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "target" / "release"
 API_PORT, UPSTREAM_PORT, RELAY_PORT = 8100, 9100, 9200
 API = f"http://127.0.0.1:{API_PORT}"
+# Where a run straight at the upstream goes.
+UPSTREAM_COMPLETIONS = f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions"
 PASSWORD = "bench-password-1"
 QUESTION = "How do iterators work in Rust?"
 UPSTREAM_TOKENS = 20
@@ -380,8 +382,7 @@ def beside_upstream(url, script, upstream_script, connections, args):
     runs, upstream_runs = [], []
     for _ in range(args.runs):
         runs.append(wrk(url, connections, args.seconds, script))
-        upstream_runs.append(wrk(f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions",
-                                 connections, args.seconds, upstream_script))
+        upstream_runs.append(wrk(UPSTREAM_COMPLETIONS, connections, args.seconds, upstream_script))
         if runs[-1]["errors"] or upstream_runs[-1]["errors"]:
             sys.exit(f"{url} or the upstream failed requests: {runs[-1]}, {upstream_runs[-1]}")
     return {
@@ -586,14 +587,13 @@ def stream(database, runs):
         pairs = conversations(users=16, sessions_each=1)
         token = ",".join(token for token, _ in pairs)
         sessions = [session for _, session in pairs]
-        straight = f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions"
         ours, new, theirs, theirs_new, alone, theirs_alone = [], [], [], [], [], []
         for _ in range(runs):
-            theirs.append(sse(straight, None, 16, 20, upstream_body(stream=True)))
+            theirs.append(sse(UPSTREAM_COMPLETIONS, None, 16, 20, upstream_body(stream=True)))
             ours.append(sse(f"{API}/chat/stream", token, 16, 20, {"message": QUESTION}, sessions))
-            theirs_new.append(sse(straight, None, 16, 20, upstream_body(stream=True, history=False)))
+            theirs_new.append(sse(UPSTREAM_COMPLETIONS, None, 16, 20, upstream_body(stream=True, history=False)))
             new.append(sse(f"{API}/chat/stream", token, 16, 20, {"message": QUESTION}))
-            theirs_alone.append(sse(straight, None, 1, 40, upstream_body(stream=True)))
+            theirs_alone.append(sse(UPSTREAM_COMPLETIONS, None, 1, 40, upstream_body(stream=True)))
             alone.append(sse(f"{API}/chat/stream", token, 1, 40, {"message": QUESTION}, sessions))
         for run in ours + new + theirs + theirs_new + alone + theirs_alone:
             assert run["errors"] == 0, run
