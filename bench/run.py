@@ -587,13 +587,14 @@ def stream(database, runs):
         pairs = conversations(users=16, sessions_each=1)
         token = ",".join(token for token, _ in pairs)
         sessions = [session for _, session in pairs]
+        going_on, started = upstream_body(stream=True), upstream_body(stream=True, history=False)
         ours, new, theirs, theirs_new, alone, theirs_alone = [], [], [], [], [], []
         for _ in range(runs):
-            theirs.append(sse(UPSTREAM_COMPLETIONS, None, 16, 20, upstream_body(stream=True)))
+            theirs.append(sse(UPSTREAM_COMPLETIONS, None, 16, 20, going_on))
             ours.append(sse(f"{API}/chat/stream", token, 16, 20, {"message": QUESTION}, sessions))
-            theirs_new.append(sse(UPSTREAM_COMPLETIONS, None, 16, 20, upstream_body(stream=True, history=False)))
+            theirs_new.append(sse(UPSTREAM_COMPLETIONS, None, 16, 20, started))
             new.append(sse(f"{API}/chat/stream", token, 16, 20, {"message": QUESTION}))
-            theirs_alone.append(sse(UPSTREAM_COMPLETIONS, None, 1, 40, upstream_body(stream=True)))
+            theirs_alone.append(sse(UPSTREAM_COMPLETIONS, None, 1, 40, going_on))
             alone.append(sse(f"{API}/chat/stream", token, 1, 40, {"message": QUESTION}, sessions))
         for run in ours + new + theirs + theirs_new + alone + theirs_alone:
             assert run["errors"] == 0, run
