@@ -14,6 +14,7 @@ its own. No timing here is a test: nothing fails on a slow figure.
 """
 
 import argparse
+import contextlib
 import functools
 import http.client
 import json
@@ -36,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "target" / "release"
-API_PORT, UPSTREAM_PORT, RELAY_PORT = 8100, 9100, 9200
+API_PORT, UPSTREAM_PORT, RELAY_PORT, STACK_RELAY_PORT = 8100, 9100, 9200, 9300
 API = f"http://127.0.0.1:{API_PORT}"
 # Where a run straight at the upstream goes.
 UPSTREAM_COMPLETIONS = f"http://127.0.0.1:{UPSTREAM_PORT}/v1/chat/completions"
@@ -433,28 +434,63 @@ def postgres_floor(args):
                 rates.append(float(re.search(r"^tps = ([\d.]+)", output, re.M).group(1)))
             figures[name] = {"exchanges_per_second": spread(rates),
                              **overhead_floors(pgbench_with, args.runs)}
-        figures["relay"] = relay_overhead(database, sessions, now, args)
+        for name in RELAYS:
+            figures[name] = relay_overhead(name, database, sessions, now, args)
+            if "instructions" in args.only.split(","):
+                figures[name]["instructions"] = relay_instructions(name, database, sessions, now, args.runs)
         print(f"postgres floor: {figures}", flush=True)
         return figures
 
 
-def relay_overhead(database, sessions, now, args):
-    """The floor under the server's whole /chat overhead, not only
-    Postgres's part: bench's `relay` makes an exchange's hops (exchange.sql's
+# bench's two relays: an exchange's hops alone, on plain sockets; and the
+# same hops through the server's stack. Their binary, port and upstream.
+RELAYS = {
+    "relay": ("relay", RELAY_PORT, f"127.0.0.1:{UPSTREAM_PORT}"),
+    "stack": ("stack-relay", STACK_RELAY_PORT, UPSTREAM_COMPLETIONS),
+}
+
+
+def relay(name, database, sessions, now, wrapper=()):
+    """One of RELAYS, running exchange.sql on `database`'s sessions; its URL."""
+    binary, port, upstream_address = RELAYS[name]
+    process = Process(
+        [*wrapper, str(RELEASE / binary), "--port", str(port), "--upstream", upstream_address,
+         "--database-url", database.url, "--script", str(ROOT / "bench" / "exchange.sql"),
+         "--sessions", str(sessions), "--month", time.strftime("%Y-%m", now),
+         "--day", time.strftime("%Y-%m-%d", now)])
+    wait_for_port(port)
+    return process, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def relay_overhead(name, database, sessions, now, args):
+    """The floors under the server's whole /chat overhead, not only
+    Postgres's part. `relay` makes an exchange's hops (exchange.sql's
     question, the upstream, its answer) and does nothing else, blocking on
-    plain sockets, a thread per connection. What it adds to the upstream,
-    at 16 connections and at one, as the server's is measured."""
+    plain sockets, a thread per connection; `stack-relay` makes the same
+    hops with axum, sqlx and reqwest on tokio, as the server does, and
+    nothing else. What each adds to the upstream, at 16 connections and at
+    one, as the server's is measured."""
     body = upstream_script()
-    # The relay connects to the upstream as it starts.
-    with upstream(latency_ms=OVERHEAD_UPSTREAM_MS), Process(
-            [str(RELEASE / "relay"), "--port", str(RELAY_PORT),
-             "--upstream", f"127.0.0.1:{UPSTREAM_PORT}", "--database-url", database.url,
-             "--script", str(ROOT / "bench" / "exchange.sql"), "--sessions", str(sessions),
-             "--month", time.strftime("%Y-%m", now), "--day", time.strftime("%Y-%m-%d", now)]):
-        wait_for_port(RELAY_PORT)
-        return {f"overhead_{connections}": beside_upstream(
-                    f"http://127.0.0.1:{RELAY_PORT}/v1/chat/completions", body, body, connections, args)
-                for connections in (16, 1)}
+    # The upstream first: the relay connects to it as it starts.
+    with upstream(latency_ms=OVERHEAD_UPSTREAM_MS):
+        process, url = relay(name, database, sessions, now)
+        with process:
+            return {f"overhead_{connections}": beside_upstream(url, body, body, connections, args)
+                    for connections in (16, 1)}
+
+
+def relay_instructions(name, database, sessions, now, runs):
+    """What a relay executes per exchange under callgrind, as the server's
+    is counted (`instructions`): what the hops cost in code, raw and
+    through the server's stack."""
+    body = json.dumps(upstream_body(stream=False))
+    with callgrind() as (wrapper, count), upstream(latency_ms=0):
+        process, url = relay(name, database, sessions, now, wrapper)
+        with process:
+            port = int(urllib.parse.urlsplit(url).port)
+            exchange = keep_alive_exchange(port, "/v1/chat/completions", body,
+                                           {"Content-Type": "application/json"})
+            return count(process, exchange, runs)
 
 
 def overhead_floors(pgbench, runs):
@@ -717,7 +753,7 @@ def idle(database, runs):
     return figures
 
 
-def instructions(database, runs, exchanges=200):
+def instructions(database, runs):
     """The instructions the server executes for one POST /chat exchange, as
     valgrind's callgrind counts them: unlike a time, the same on a slow or a
     busy machine, so a change's effect shows in one run. Sequential exchanges
@@ -726,44 +762,67 @@ def instructions(database, runs, exchanges=200):
     the counters and dumping them, so its background tasks too (negligible
     beside 200 exchanges). Postgres's own share is not in it: bench does not
     start the Postgres server, so it cannot run it under valgrind."""
+    with callgrind() as (wrapper, count), upstream(latency_ms=0), \
+            server(database, wrapper, BCRYPT_COST=4) as api:
+        _, token, (session,) = account(sessions=1)
+        body = json.dumps({"session_id": session, "message": QUESTION})
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        figures = count(api, keep_alive_exchange(API_PORT, "/chat", body, headers), runs)
+    print(f"instructions: {figures}", flush=True)
+    return figures
+
+
+def keep_alive_exchange(port, path, body, headers):
+    """A POST of `body` to `path` on one kept-alive connection, as a client
+    of an API keeps; each call one exchange, which must answer 200."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def exchange():
+        connection.request("POST", path, body, headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            sys.exit(f"POST {path} on port {port} answered {response.status}")
+
+    exchange.close = connection.close
+    return exchange
+
+
+@contextlib.contextmanager
+def callgrind(exchanges=200):
+    """A wrapper that runs a process under callgrind, and `count(process,
+    exchange, runs)`, which makes 25 exchanges (a full history), then per run
+    zeroes the counters, makes `exchanges` more and dumps them: the
+    instructions per exchange, and the distinct lines of code executed.
+    `exchange` is a `keep_alive_exchange`, whose connection it closes."""
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not on PATH (apt-get install valgrind)")
-    counts, footprints = [], []
     with tempfile.TemporaryDirectory(prefix="chat-bench-callgrind-") as directory:
         out = Path(directory) / "callgrind.out"
         wrapper = ["valgrind", "--quiet", "--tool=callgrind", "--dump-instr=yes",
                    f"--callgrind-out-file={out}"]
-        with upstream(latency_ms=0), server(database, wrapper, BCRYPT_COST=4) as api:
-            _, token, (session,) = account(sessions=1)
-            # One kept-alive connection, as a client of an API keeps.
-            connection = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=60)
-            body = json.dumps({"session_id": session, "message": QUESTION})
-            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
 
-            def exchange():
-                connection.request("POST", "/chat", body, headers)
-                response = connection.getresponse()
-                response.read()
-                if response.status != 200:
-                    sys.exit(f"POST /chat answered {response.status}")
-
-            for _ in range(25):  # a full history: 20 messages
-                exchange()
-            for run in range(1, runs + 1):
-                subprocess.run(["callgrind_control", "--zero", str(api.process.pid)],
+        def count(process, exchange, runs):
+            def control(command):
+                subprocess.run(["callgrind_control", command, str(process.process.pid)],
                                check=True, stdout=subprocess.DEVNULL)
+
+            for _ in range(25):
+                exchange()
+            counts, footprints = [], []
+            for run in range(1, runs + 1):
+                control("--zero")
                 for _ in range(exchanges):
                     exchange()
-                subprocess.run(["callgrind_control", "--dump", str(api.process.pid)],
-                               check=True, stdout=subprocess.DEVNULL)
+                control("--dump")
                 dump = Path(f"{out}.{run}").read_text(errors="replace")
                 total = int(re.search(r"^summary: (\d+)$", dump, re.M).group(1))
                 counts.append(total / exchanges)
                 footprints.append(code_lines(dump) * 64 / 1024)
-            connection.close()
-    figures = {"per_exchange": spread(counts), "code_kib": spread(footprints)}
-    print(f"instructions: {figures}", flush=True)
-    return figures
+            exchange.close()
+            return {"per_exchange": spread(counts), "code_kib": spread(footprints)}
+
+        yield wrapper, count
 
 
 def code_lines(dump):
@@ -829,14 +888,22 @@ def table(results):
                 for quantile in ("p50", "p99"):
                     row(f"pgbench, the same, as far apart as a stream's, question alone{label}: added {quantile}",
                         store, floor["first_delta_16"][quantile], "ms", target and f"{target} the first delta")
-            # Its p99 bounds nothing: it has come out above the server's (16
-            # Postgres connections at once, where the server's pool holds 10).
-            for connections, at in ((16, "16 connections"), (1, "1 connection")):
-                for quantile in ("p50", "p99"):
-                    row(f"bench's relay (an exchange's I/O alone) at {at}, upstream "
-                        f"{OVERHEAD_UPSTREAM_MS} ms: added {quantile}", store,
-                        figures["floor"]["relay"][f"overhead_{connections}"][quantile], "ms",
-                        "bounds the overhead" if (connections, quantile) == (16, "p50") else "")
+            # The raw relay's p99 bounds nothing: it has come out above the
+            # server's (16 Postgres connections at once, where the server's
+            # pool holds 10).
+            for name, label in (("relay", "bench's relay (an exchange's I/O alone)"),
+                                ("stack", "bench's stack-relay (the same through axum, sqlx, reqwest)")):
+                relay_figures = figures["floor"][name]
+                for connections, at in ((16, "16 connections"), (1, "1 connection")):
+                    for quantile in ("p50", "p99"):
+                        row(f"{label} at {at}, upstream {OVERHEAD_UPSTREAM_MS} ms: added {quantile}", store,
+                            relay_figures[f"overhead_{connections}"][quantile], "ms",
+                            "bounds the overhead" if (name, connections, quantile) == ("relay", 16, "p50") else "")
+                if "instructions" in relay_figures:
+                    row(f"{label}: instructions per exchange (callgrind)", store,
+                        {k: v / 1000 for k, v in relay_figures["instructions"]["per_exchange"].items()}, "thousand")
+                    row(f"{label}: code executed (callgrind)", store,
+                        relay_figures["instructions"]["code_kib"], "KiB")
         if "stream" in figures:
             row("stream first-delta overhead: p50", store, figures["stream"]["first_delta_p50_overhead"], "ms", "≤ 2 ms")
             row("stream first-delta overhead: p99", store, figures["stream"]["first_delta_p99_overhead"], "ms")
@@ -863,7 +930,7 @@ def table(results):
         if "instructions" in figures:
             row("POST /chat: server instructions per exchange (callgrind)", store,
                 {k: v / 1000 for k, v in figures["instructions"]["per_exchange"].items()}, "thousand")
-            row("POST /chat: server code executed, distinct 64-byte lines (callgrind)", store,
+            row("POST /chat: server code executed (callgrind)", store,
                 figures["instructions"]["code_kib"], "KiB")
         if "idle" in figures:
             row("start to first response", store, figures["idle"]["ready_ms"], "ms", "≤ 200 ms")

@@ -1,4 +1,7 @@
-//! Shared by the benchmark tools: command-line flags and percentiles.
+//! Shared by the benchmark tools: command-line flags, percentiles and
+//! exchange.sql for the relays.
+
+pub mod exchange;
 
 use std::time::Duration;
 

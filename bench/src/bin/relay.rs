@@ -26,20 +26,20 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use bench::Flags;
+use bench::{
+    Flags,
+    exchange::{Exchanges, Random, Statement, statements},
+};
 
-/// The statement names, and the variables of exchange.sql they take.
+/// The statements' names.
 const QUESTION: &str = "question";
 const ANSWER: &str = "answer";
-const VARIABLES: [&str; 4] = ["sid", "uid", "month", "day"];
 
 struct Config {
     upstream: String,
     database: Database,
     statements: [Statement; 2],
-    sessions: u64,
-    month: String,
-    day: String,
+    exchanges: Exchanges,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,12 +54,14 @@ fn main() -> anyhow::Result<()> {
             "postgres://postgres@127.0.0.1:5432/chat_bench_floor",
         ))?,
         statements: [question, answer],
-        sessions: flags.number("sessions", 256),
-        month: flags.text("month", ""),
-        day: flags.text("day", ""),
+        exchanges: Exchanges {
+            sessions: flags.number("sessions", 256),
+            month: flags.text("month", ""),
+            day: flags.text("day", ""),
+        },
     });
     ensure!(
-        !config.month.is_empty() && !config.day.is_empty(),
+        !config.exchanges.month.is_empty() && !config.exchanges.day.is_empty(),
         "--month and --day are needed"
     );
     // Fail at start, not on the first request, when Postgres refuses.
@@ -145,7 +147,7 @@ struct Exchanger<'a> {
     config: &'a Config,
     postgres: Postgres,
     upstream: BufReader<TcpStream>,
-    random: u64,
+    random: Random,
 }
 
 impl<'a> Exchanger<'a> {
@@ -161,18 +163,12 @@ impl<'a> Exchanger<'a> {
             config,
             postgres,
             upstream: BufReader::new(upstream),
-            random: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            random: Random::new(seed),
         })
     }
 
     fn exchange(&mut self, body: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let session = self.next_random() % self.config.sessions + 1;
-        let values = [
-            session.to_string(),
-            ((session - 1) / 4 + 1).to_string(),
-            self.config.month.clone(),
-            self.config.day.clone(),
-        ];
+        let (session, values) = self.config.exchanges.values(&mut self.random);
         let [question, answer] = &self.config.statements;
         let rows = self.postgres.execute(QUESTION, &question.values(&values))?;
         ensure!(rows > 1, "the question was not stored in session {session}");
@@ -196,80 +192,6 @@ impl<'a> Exchanger<'a> {
         self.upstream.read_exact(&mut answer)?;
         Ok(answer)
     }
-
-    /// xorshift64: the sessions spread as pgbench's `random` spreads them.
-    fn next_random(&mut self) -> u64 {
-        self.random ^= self.random << 13;
-        self.random ^= self.random >> 7;
-        self.random ^= self.random << 17;
-        self.random
-    }
-}
-
-/// One statement of exchange.sql, its `:variables` numbered as parameters in
-/// the order they first appear, as pgbench numbers them.
-struct Statement {
-    text: String,
-    variables: Vec<usize>,
-}
-
-impl Statement {
-    fn parse(script: &str) -> Self {
-        let mut text = String::new();
-        let mut variables = Vec::new();
-        let mut rest = script.trim().trim_end_matches(';');
-        while let Some(at) = rest.find(':') {
-            text.push_str(&rest[..at]);
-            rest = &rest[at + 1..];
-            let named = VARIABLES.iter().position(|name| {
-                rest.starts_with(name) && !rest[name.len()..].starts_with(is_word)
-            });
-            match named {
-                Some(index) => {
-                    let number = match variables.iter().position(|&seen| seen == index) {
-                        Some(number) => number,
-                        None => {
-                            variables.push(index);
-                            variables.len() - 1
-                        }
-                    };
-                    text.push_str(&format!("${}", number + 1));
-                    rest = &rest[VARIABLES[index].len()..];
-                }
-                None => text.push(':'),
-            }
-        }
-        text.push_str(rest);
-        Self { text, variables }
-    }
-
-    fn values<'v>(&self, all: &'v [String; 4]) -> Vec<&'v str> {
-        self.variables
-            .iter()
-            .map(|&index| all[index].as_str())
-            .collect()
-    }
-}
-
-fn is_word(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
-
-/// exchange.sql's two statements, without its comments and `\set` lines.
-fn statements(script: &str) -> anyhow::Result<(Statement, Statement)> {
-    let sql: String = script
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("--") && !line.starts_with('\\'))
-        .map(|line| format!("{line}\n"))
-        .collect();
-    let mut parts = sql
-        .split(';')
-        .map(str::trim)
-        .filter(|part| !part.is_empty());
-    let (Some(question), Some(answer), None) = (parts.next(), parts.next(), parts.next()) else {
-        bail!("--script should hold two statements");
-    };
-    Ok((Statement::parse(question), Statement::parse(answer)))
 }
 
 /// `postgres://user@host:port/database`.
