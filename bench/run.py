@@ -487,9 +487,7 @@ def relay_instructions(name, database, sessions, now, runs):
     with callgrind() as (wrapper, count), upstream(latency_ms=0):
         process, url = relay(name, database, sessions, now, wrapper)
         with process:
-            port = int(urllib.parse.urlsplit(url).port)
-            exchange = keep_alive_exchange(port, "/v1/chat/completions", body,
-                                           {"Content-Type": "application/json"})
+            exchange = keep_alive_exchange(url, body, {"Content-Type": "application/json"})
             return count(process, exchange, runs)
 
 
@@ -767,22 +765,23 @@ def instructions(database, runs):
         _, token, (session,) = account(sessions=1)
         body = json.dumps({"session_id": session, "message": QUESTION})
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        figures = count(api, keep_alive_exchange(API_PORT, "/chat", body, headers), runs)
+        figures = count(api, keep_alive_exchange(f"{API}/chat", body, headers), runs)
     print(f"instructions: {figures}", flush=True)
     return figures
 
 
-def keep_alive_exchange(port, path, body, headers):
-    """A POST of `body` to `path` on one kept-alive connection, as a client
+def keep_alive_exchange(url, body, headers):
+    """A POST of `body` to `url` on one kept-alive connection, as a client
     of an API keeps; each call one exchange, which must answer 200."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
 
     def exchange():
-        connection.request("POST", path, body, headers)
+        connection.request("POST", parts.path, body, headers)
         response = connection.getresponse()
         response.read()
         if response.status != 200:
-            sys.exit(f"POST {path} on port {port} answered {response.status}")
+            sys.exit(f"POST {url} answered {response.status}")
 
     exchange.close = connection.close
     return exchange

@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let script = std::fs::read_to_string(flags.text("script", "bench/exchange.sql"))
         .context("reading --script")?;
     let (question, answer) = statements(&script)?;
-    let sql = [&question.text, &answer.text].map(|text| &*Box::leak(text.clone().into_boxed_str()));
+    let sql = [&question.text, &answer.text].map(|text| &*text.clone().leak());
     let relay = Arc::new(Relay {
         client: reqwest::Client::new(),
         upstream: flags
